@@ -1,0 +1,66 @@
+"""pocketlib: elastic ephemeral storage for serverless analytics.
+
+Start a node (``pocket node --tier dram --capacity 1GiB``) and connect to it::
+
+    import pocketlib
+
+    with pocketlib.connect(["127.0.0.1:7000"], job="sort") as job:
+        job.put("map-0/part-3", data)
+        data = job.get("map-0/part-3", delete_after_read=True)
+"""
+
+from .client import Client, Job, ObjectInfo, connect
+from .config import Address, Timeouts, format_size, parse_size
+from .errors import (
+    AccessError,
+    CapacityError,
+    ChecksumError,
+    ConfigError,
+    ConflictError,
+    ConnectError,
+    InvalidKeyError,
+    NotFoundError,
+    PocketError,
+    PocketTimeoutError,
+    ProtocolError,
+    RequestError,
+    ServerError,
+    TokenError,
+    TransportError,
+    UnknownJobError,
+    VersionError,
+)
+from .streams import ObjectReader, ObjectWriter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessError",
+    "Address",
+    "CapacityError",
+    "ChecksumError",
+    "Client",
+    "ConfigError",
+    "ConflictError",
+    "ConnectError",
+    "InvalidKeyError",
+    "Job",
+    "NotFoundError",
+    "ObjectInfo",
+    "ObjectReader",
+    "ObjectWriter",
+    "PocketError",
+    "PocketTimeoutError",
+    "ProtocolError",
+    "RequestError",
+    "ServerError",
+    "Timeouts",
+    "TokenError",
+    "TransportError",
+    "UnknownJobError",
+    "VersionError",
+    "__version__",
+    "connect",
+    "format_size",
+    "parse_size",
+]

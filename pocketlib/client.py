@@ -1,0 +1,444 @@
+"""The client: :func:`connect` to nodes, then put and get through a :class:`Job`.
+
+Keys route to nodes by weighted rendezvous hashing in the client (no metadata hop); in direct
+mode every node has the same weight. Every value carries an xxhash64 checksum that the client
+verifies on every read.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import lz4.block
+
+from .config import Address, Timeouts
+from .connection import Connection, NodePool
+from .errors import ChecksumError, PocketError, RequestError, TransportError, error_for_status
+from .protocol import (
+    STAT_BODY,
+    Buffer,
+    Entry,
+    Flag,
+    Op,
+    ResponseHeader,
+    checksum,
+    decode_entries,
+    decode_json,
+    decode_keys,
+    encode_entries,
+    encode_keys,
+    encode_request,
+    validate_key,
+)
+from .routing import WeightedRendezvous
+from .streams import ObjectReader, ObjectWriter
+
+__all__ = ["Client", "Job", "ObjectInfo", "connect"]
+
+T = TypeVar("T")
+
+#: Values up to this size are joined with their header into one send.
+_JOIN_LIMIT = 64 * 1024
+#: Bounds of one MULTI-PUT / MULTI-GET frame, and frames in flight per connection.
+_BATCH_BYTES = 4 * 1024 * 1024
+_BATCH_KEYS = 1000
+_WINDOW = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What :meth:`Job.stat` reports about an object."""
+
+    key: str
+    #: Stored size in bytes (compressed size if ``compressed``).
+    size: int
+    checksum: int
+    version: int
+    compressed: bool
+    created: float
+    #: Expiry time (seconds since the epoch), or None.
+    expires: float | None
+
+
+class Client:
+    """Connection pools to a set of nodes; opens :class:`Job` handles on them."""
+
+    def __init__(self, nodes: Sequence[str | Address], *, timeouts: Timeouts | None = None) -> None:
+        if not nodes:
+            raise RequestError("a client needs at least one node address")
+        self.timeouts = timeouts or Timeouts()
+        addresses = [Address.parse(n) for n in nodes]
+        self.pools = {str(a): NodePool(a, self.timeouts) for a in addresses}
+
+    def call(
+        self,
+        node: str,
+        op: Op,
+        job: bytes = b"",
+        token: bytes = b"",
+        key: bytes = b"",
+        *,
+        body: Sequence[Buffer] = (),
+        read: Callable[[Connection, ResponseHeader], T] | None = None,
+        **fields: int,
+    ) -> tuple[ResponseHeader, T | bytes]:
+        """One request/response exchange with ``node``.
+
+        ``read`` consumes the response body (default: read it as bytes). A request on a pooled
+        connection that the node has meanwhile closed is retried once on a fresh one.
+        """
+        pool = self.pools[node]
+        # The body's size, or for a ranged GET (no body) the size of the range.
+        length = sum(len(b) for b in body) if body else fields.pop("length", 0)
+        for attempt in (0, 1):
+            with pool.connection() as conn:
+                rid = conn.next_id()
+                head = encode_request(op, rid, job, token, key, length=length, **fields)
+                try:
+                    if body and length <= _JOIN_LIMIT:
+                        conn.send([head + b"".join(body)])
+                    else:
+                        conn.send([head, *body])
+                    h = conn.read_header(rid)
+                except TransportError:
+                    if attempt == 0 and conn.reused and not fields.get("flags", 0) & Flag.DELETE_AFTER_READ:
+                        continue  # stale pooled socket: the node never saw this request
+                    raise
+                return h, (read(conn, h) if read else conn.read_body(h.length))
+        raise AssertionError("unreachable")
+
+    def open_job(self, name: str) -> Job:
+        """Open (or create) job ``name`` on every node; returns its handle."""
+        raw = name.encode()
+        if not raw:
+            raise RequestError("a job needs a name")
+        tokens: dict[str, bytes] = {}
+        for node in self.pools:
+            _, token = self.call(node, Op.JOB_OPEN, raw)
+            tokens[node] = bytes(token)
+        return Job(self, name, tokens, WeightedRendezvous.uniform(list(self.pools)))
+
+    def node_stats(self) -> dict[str, dict[str, Any]]:
+        """Each node's STATS: counters, tier accounting, per-job bytes used."""
+        return {node: decode_json(self.call(node, Op.STATS)[1]) for node in self.pools}
+
+    def ping(self) -> None:
+        """Round trip to every node; raises if one is unreachable."""
+        for node in self.pools:
+            self.call(node, Op.PING)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        for pool in self.pools.values():
+            pool.close()
+
+
+def connect(
+    nodes: Sequence[str | Address], job: str, *, timeouts: Timeouts | None = None
+) -> Job:
+    """Connect to fixed ``nodes`` ("host:port") and open ``job`` on them (direct mode).
+
+    >>> with pocketlib.connect(["127.0.0.1:7000"], job="sort") as job:   # doctest: +SKIP
+    ...     job.put("part-0", b"...")
+    """
+    client = Client(nodes, timeouts=timeouts)
+    try:
+        handle = client.open_job(job)
+    except BaseException:
+        client.close()
+        raise
+    handle._owns_client = True
+    return handle
+
+
+class Job:
+    """A job's view of the store: every operation is scoped to the job's namespace."""
+
+    def __init__(
+        self, client: Client, name: str, tokens: Mapping[str, bytes], router: WeightedRendezvous
+    ) -> None:
+        self.client = client
+        self.name = name
+        self._job = name.encode()
+        self._tokens = dict(tokens)
+        self.router = router
+        self._owns_client = False
+
+    # -- routing ------------------------------------------------------------------------------
+    def _route(self, key: str) -> tuple[str, bytes]:
+        raw = validate_key(key)
+        return self.router.node_for(raw), raw
+
+    def _call(self, node: str, op: Op, key: bytes = b"", **kw: Any) -> tuple[ResponseHeader, Any]:
+        return self.client.call(node, op, self._job, self._tokens[node], key, **kw)
+
+    # -- single objects -----------------------------------------------------------------------
+    def put(self, key: str, data: Buffer, *, ttl: float | None = None, compress: bool = False) -> None:
+        """Store ``data`` under ``key``, replacing any previous value.
+
+        ``ttl`` (seconds) makes the node delete the object after that long; ``compress``
+        stores it lz4-compressed (the reader decompresses transparently).
+        """
+        node, raw = self._route(key)
+        view, flags = _prepare_value(data, compress)
+        self._call(
+            node, Op.PUT, raw, body=[view], flags=flags, ttl_ms=_ttl_ms(ttl),
+            value_checksum=checksum(view),
+        )  # fmt: skip
+
+    def get(self, key: str, *, delete_after_read: bool = False) -> bytes:
+        """The value of ``key``; NotFoundError if absent.
+
+        With ``delete_after_read`` the node frees the object in the same request.
+        """
+        node, raw = self._route(key)
+        flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
+        h, data = self._call(node, Op.GET, raw, flags=flags, read=Connection.read_value)
+        return _decompress(data) if h.flags & Flag.LZ4 else data
+
+    def get_into(self, key: str, buffer: Buffer, *, delete_after_read: bool = False) -> int:
+        """Read the value of ``key`` into ``buffer`` (no allocation); returns its length.
+
+        RequestError if the buffer is too small (the object is left as it was, unless
+        ``delete_after_read``).
+        """
+        node, raw = self._route(key)
+        target = memoryview(buffer).cast("B")
+        if target.readonly:
+            raise RequestError("get_into needs a writable buffer")
+        flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
+
+        def read(conn: Connection, h: ResponseHeader) -> int:
+            if h.flags & Flag.LZ4:
+                value = _decompress(conn.read_value(h))
+                if len(value) > len(target):
+                    raise _too_small(key, len(value), len(target))
+                target[: len(value)] = value
+                return len(value)
+            if h.length > len(target):
+                conn.drain(h.length)
+                raise _too_small(key, h.length, len(target))
+            conn.read_into(target[: h.length])
+            if checksum(target[: h.length]) != h.checksum:
+                raise ChecksumError(f"checksum mismatch reading {key!r}")
+            return h.length
+
+        return int(self._call(node, Op.GET, raw, flags=flags, read=read)[1])
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the value, clamped to its end like a slice."""
+        if start < 0 or end < start:
+            raise RequestError(f"bad range [{start}, {end})")
+        node, raw = self._route(key)
+        h, data = self._call(
+            node, Op.GET, raw, flags=Flag.RANGE, offset=start, length=end - start,
+            read=Connection.read_value,
+        )  # fmt: skip
+        if h.flags & Flag.LZ4:  # ranges of compressed objects: decompress the whole value
+            return self.get(key)[start:end]
+        return bytes(data)
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size, checksum, version and lifetime of ``key``; NotFoundError if absent."""
+        node, raw = self._route(key)
+        h, body = self._call(node, Op.STAT, raw)
+        created, expires = STAT_BODY.unpack(body)
+        return ObjectInfo(
+            key, h.size, h.checksum, h.version, bool(h.flags & Flag.LZ4), created, expires or None
+        )
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` is stored."""
+        node, raw = self._route(key)
+        return bool(self._call(node, Op.EXISTS, raw)[0].size)
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; returns whether it existed (a missing key is not an error)."""
+        node, raw = self._route(key)
+        return bool(self._call(node, Op.DELETE, raw)[0].size)
+
+    # -- many objects -------------------------------------------------------------------------
+    def list(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[str]:
+        """Keys starting with ``prefix``, in sorted order, fetched a page at a time."""
+        raw_prefix = prefix.encode()
+        streams = [self._list_node(node, raw_prefix, page_size) for node in self.router.nodes]
+        return heapq.merge(*streams)
+
+    def _list_node(self, node: str, prefix: bytes, page_size: int) -> Iterator[str]:
+        cursor = b""
+        while True:
+            h, body = self._call(node, Op.LIST, prefix, body=[cursor], arg=page_size)
+            keys = decode_keys(body)
+            yield from (k.decode() for k in keys)
+            if not (h.flags & Flag.MORE) or not keys:
+                return
+            cursor = keys[-1]
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key starting with ``prefix``; returns how many were deleted."""
+        raw = prefix.encode()
+        return sum(self._call(node, Op.DELETE_PREFIX, raw)[0].size for node in self.router.nodes)
+
+    def put_many(
+        self, items: Mapping[str, Buffer], *, ttl: float | None = None, compress: bool = False
+    ) -> None:
+        """Store many values, batched per node and pipelined.
+
+        Raises the first error after trying every item; items that succeeded stay stored.
+        """
+        per_node: dict[str, list[Entry]] = defaultdict(list)
+        for key, data in items.items():
+            node, raw = self._route(key)
+            view, flags = _prepare_value(data, compress)
+            per_node[node].append(Entry(raw, view, 0, flags, checksum(view)))
+        for node, entries in per_node.items():
+            for result in self._pipeline(node, Op.MULTI_PUT, entries, ttl_ms=_ttl_ms(ttl)):
+                if result.status:
+                    raise error_for_status(result.status, bytes(result.value).decode())
+
+    def get_many(self, keys: Iterable[str], *, delete_after_read: bool = False) -> dict[str, bytes]:
+        """Values of the keys that exist (missing keys are left out), batched and pipelined."""
+        per_node: dict[str, list[Entry]] = defaultdict(list)
+        for key in keys:
+            node, raw = self._route(key)
+            per_node[node].append(Entry(raw, b""))
+        flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
+        out: dict[str, bytes] = {}
+        for node, entries in per_node.items():
+            for e in self._pipeline(node, Op.MULTI_GET, entries, flags=flags):
+                key = e.key.decode()
+                if e.status:
+                    err = error_for_status(e.status, bytes(e.value).decode())
+                    if e.status == 9:  # NotFoundError: left out
+                        continue
+                    raise err
+                if checksum(e.value) != e.checksum:
+                    raise ChecksumError(f"checksum mismatch reading {key!r}")
+                out[key] = _decompress(e.value) if e.flags & Flag.LZ4 else bytes(e.value)
+        return out
+
+    def _pipeline(self, node: str, op: Op, entries: list[Entry], **fields: int) -> Iterator[Entry]:
+        """Send entries in batched frames, up to _WINDOW in flight, and yield result entries."""
+        batches = _batches(entries)
+        pool = self.client.pools[node]
+        token = self._tokens[node]
+        with pool.connection() as conn:
+            pending: list[int] = []
+            results: list[Entry] = []
+            for batch in batches:
+                if len(pending) == _WINDOW:
+                    results += _read_entries(conn, pending.pop(0))
+                rid = conn.next_id()
+                body = encode_entries(batch) if op == Op.MULTI_PUT else [encode_keys([e.key for e in batch])]
+                length = sum(len(b) for b in body)
+                head = encode_request(op, rid, self._job, token, length=length, **fields)
+                conn.send([head, *body])
+                pending.append(rid)
+            for rid in pending:
+                results += _read_entries(conn, rid)
+        return iter(results)
+
+    # -- streams ------------------------------------------------------------------------------
+    def writer(
+        self, key: str, *, ttl: float | None = None, chunk_size: int = 4 * 1024 * 1024
+    ) -> ObjectWriter:
+        """A file-like writer for a value too large to hold in memory.
+
+        The value becomes visible when the writer is closed; if it is abandoned (an exception
+        inside ``with``), nothing is stored.
+        """
+        node, raw = self._route(key)
+        return ObjectWriter(
+            self.client.pools[node], self._job, self._tokens[node], raw, ttl_ms=_ttl_ms(ttl),
+            chunk_size=chunk_size,
+        )  # fmt: skip
+
+    def reader(self, key: str, *, chunk_size: int = 4 * 1024 * 1024) -> ObjectReader:
+        """A file-like reader fetching the value in ranges of ``chunk_size``.
+
+        The whole value's checksum is verified when the last byte is read; ConflictError if the
+        key is overwritten or deleted while it is being read.
+        """
+        info = self.stat(key)
+        if info.compressed:
+            raise RequestError(f"{key!r} is compressed: read it with get()")
+        node, raw = self._route(key)
+        return ObjectReader(self.client, node, self._job, self._tokens[node], raw, info.size,
+                            info.version, info.checksum, chunk_size)  # fmt: skip
+
+    # -- the job as a whole -------------------------------------------------------------------
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Each node's stats (see :meth:`Client.node_stats`)."""
+        return self.client.node_stats()
+
+    def purge(self) -> int:
+        """Delete every object of this job on every node and close the job there."""
+        total = 0
+        for node in self.router.nodes:
+            total += self._call(node, Op.JOB_DELETE)[0].size
+        return total
+
+    def close(self) -> None:
+        """Close connections (the job's data stays stored until purged)."""
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name!r} on {len(self.router.nodes)} node(s)>"
+
+
+def _prepare_value(data: Buffer, compress: bool) -> tuple[memoryview, int]:
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    if compress:
+        return memoryview(lz4.block.compress(view, store_size=True)), Flag.LZ4
+    return view, 0
+
+
+def _decompress(data: Buffer) -> bytes:
+    try:
+        out: bytes = lz4.block.decompress(data)
+    except Exception as exc:  # lz4 raises a bare LZ4BlockError
+        raise ChecksumError(f"compressed value does not decompress: {exc}") from exc
+    return out
+
+
+def _ttl_ms(ttl: float | None) -> int:
+    if ttl is None:
+        return 0
+    if ttl <= 0:
+        raise RequestError("ttl must be positive seconds")
+    return max(1, round(ttl * 1000))
+
+
+def _too_small(key: str, need: int, have: int) -> PocketError:
+    return RequestError(f"{key!r} is {need} bytes; the buffer holds {have}")
+
+
+def _batches(entries: list[Entry]) -> Iterator[list[Entry]]:
+    batch: list[Entry] = []
+    size = 0
+    for e in entries:
+        if batch and (len(batch) == _BATCH_KEYS or size + len(e.value) > _BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(e)
+        size += len(e.value)
+    if batch:
+        yield batch
+
+
+def _read_entries(conn: Connection, rid: int) -> list[Entry]:
+    h = conn.read_header(rid)
+    return decode_entries(conn.read_body(h.length))

@@ -1,0 +1,182 @@
+"""One client connection to a node, and the per-node pool of them.
+
+A :class:`Connection` sends requests and reads responses in order (a node answers each
+connection's requests in order, so several may be in flight). Response bodies are read with a
+buffered reader whose ``read(n)`` fills the result object in place and whose ``readinto``
+receives large bodies straight into the caller's buffer, so a GET costs no copy beyond the
+kernel's.
+
+:class:`NodePool` keeps idle connections per node. It is fork-safe: a process that forked
+(PyWren and multiprocessing workers do) finds the pool empty and opens its own sockets instead
+of sharing the parent's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
+
+from .config import Address, Timeouts
+from .errors import (
+    ChecksumError,
+    PocketError,
+    ProtocolError,
+    TransportError,
+    error_for_status,
+)
+from .protocol import RESPONSE_HEADER, ResponseHeader, checksum, unpack_response
+from .transport import send_buffers, translate_os_errors, tune_socket
+
+__all__ = ["Connection", "NodePool"]
+
+_READ_BUFFER = 256 * 1024
+_DRAIN_CHUNK = 1 << 20
+
+
+class Connection:
+    """A socket to one node with a buffered reader for responses."""
+
+    def __init__(self, address: Address, timeouts: Timeouts) -> None:
+        self.address = address
+        self.peer = str(address)
+        with translate_os_errors(self.peer, connecting=True):
+            self.sock = socket.create_connection(
+                (address.host, address.port), timeout=timeouts.connect
+            )
+        tune_socket(self.sock)
+        self.sock.settimeout(timeouts.io)
+        self._rfile: BinaryIO = self.sock.makefile("rb", buffering=_READ_BUFFER)
+        self._header = bytearray(RESPONSE_HEADER.size)
+        self._next_id = 0
+        self.reused = False
+
+    def next_id(self) -> int:
+        """A request id for the next request on this connection."""
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+        return self._next_id
+
+    def send(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Send one or more frames' buffers."""
+        with translate_os_errors(self.peer):
+            send_buffers(self.sock, parts)
+
+    def read_header(self, request_id: int) -> ResponseHeader:
+        """The next response header; raises the node's error if the request failed."""
+        with translate_os_errors(self.peer):
+            n = self._rfile.readinto(self._header)
+        if n != len(self._header):
+            raise TransportError(f"{self.peer} closed the connection")
+        h = unpack_response(self._header)
+        if h.request_id != request_id and h.request_id != 0:
+            raise ProtocolError(f"response for request {h.request_id}, expected {request_id}")
+        if h.status:
+            message = self.read_body(h.length).decode("utf-8", "replace")
+            raise error_for_status(h.status, f"{message} (node {self.peer})")
+        return h
+
+    def read_body(self, n: int) -> bytes:
+        """Exactly ``n`` body bytes."""
+        if n == 0:
+            return b""
+        with translate_os_errors(self.peer):
+            data = self._rfile.read(n)
+        if len(data) != n:
+            raise TransportError(f"{self.peer} closed the connection mid-response")
+        return data
+
+    def read_value(self, h: ResponseHeader) -> bytes:
+        """The body of a value-carrying response, checked against its checksum."""
+        data = self.read_body(h.length)
+        if checksum(data) != h.checksum:
+            raise ChecksumError(f"checksum mismatch on a value from {self.peer}")
+        return data
+
+    def read_into(self, view: memoryview) -> None:
+        """Fill ``view`` from the stream (large bodies go straight into it)."""
+        with translate_os_errors(self.peer):
+            n = self._rfile.readinto(view)
+        if n != len(view):
+            raise TransportError(f"{self.peer} closed the connection mid-response")
+
+    def drain(self, n: int) -> None:
+        """Skip ``n`` body bytes (to stay in step after refusing a response)."""
+        while n > 0:
+            n -= len(self.read_body(min(n, _DRAIN_CHUNK)))
+
+    def close(self) -> None:
+        """Close the socket (never raises)."""
+        with contextlib.suppress(OSError):
+            self._rfile.close()
+            self.sock.close()
+
+
+class NodePool:
+    """Idle connections to one node, reused across requests and threads."""
+
+    def __init__(self, address: Address, timeouts: Timeouts, max_idle: int = 16) -> None:
+        self.address = address
+        self.timeouts = timeouts
+        self.max_idle = max_idle
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._idle: list[Connection] = []
+
+    def _checkpid(self) -> None:
+        if self._pid != os.getpid():
+            # A forked child: the parent's sockets are not ours to use. Drop our copies of the
+            # file descriptors without a shutdown, which would cut the parent's connection too.
+            for conn in self._idle:
+                conn.close()
+            self._idle = []
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+
+    def acquire(self) -> Connection:
+        """An idle connection, or a new one."""
+        self._checkpid()
+        with self._lock:
+            if self._idle:
+                conn = self._idle.pop()
+                conn.reused = True
+                return conn
+        return Connection(self.address, self.timeouts)
+
+    def release(self, conn: Connection) -> None:
+        """Return a connection that is in step (every response it was owed was read)."""
+        if self._pid != os.getpid():
+            conn.close()
+            return
+        with self._lock:
+            if len(self._idle) < self.max_idle:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection for one exchange; dropped instead of reused if the exchange broke."""
+        conn = self.acquire()
+        try:
+            yield conn
+        except (TransportError, ProtocolError):
+            conn.close()
+            raise
+        except PocketError:
+            self.release(conn)  # the node answered with an error: still in step
+            raise
+        except BaseException:
+            conn.close()  # interrupted mid-exchange: responses may still be on the way
+            raise
+        else:
+            self.release(conn)
+
+    def close(self) -> None:
+        """Close idle connections."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()

@@ -1,0 +1,528 @@
+"""Storage node: one TierDriver served over TCP to many concurrent clients.
+
+Concurrency is a thread per connection with blocking sockets. Measured on the 2-core target
+machine this beat an asyncio design on both small-request latency (one recv and one send per
+request, no event-loop hops) and large-value bandwidth (``recv_into`` straight into the tier's
+memory and ``sendmsg`` straight out of it both release the GIL).
+
+Guarantees kept here:
+
+* atomic puts: a value is committed only once every byte arrived; a client that disconnects
+  mid-put leaves nothing and its reserved space is given back;
+* per-job namespaces with a token per job (HMAC of the job name with the node's secret);
+* lifetime hints: delete-after-read in the same request, TTLs reaped in the background;
+* a malformed frame closes only its own connection; every other client keeps being served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, BinaryIO
+
+import xxhash
+
+from .config import Address
+from .errors import (
+    InvalidKeyError,
+    PocketError,
+    ProtocolError,
+    RequestError,
+    TokenError,
+    UnknownJobError,
+    status_for_error,
+)
+from .protocol import (
+    BODY_OPS,
+    MAX_META_BODY,
+    REQUEST_HEADER,
+    Entry,
+    Flag,
+    Op,
+    STAT_BODY,
+    RequestHeader,
+    decode_entries,
+    decode_keys,
+    encode_entries,
+    encode_json,
+    encode_keys,
+    encode_response,
+    unpack_request,
+)
+from .tiers.base import Lease, Reservation, TierDriver
+from .transport import send_buffers, tune_socket
+
+__all__ = ["StorageNode"]
+
+_DRAIN_CHUNK = 1 << 20
+_LIST_PAGE_MAX = 10_000
+_OPS_WITHOUT_JOB = frozenset({Op.PING, Op.JOB_OPEN, Op.STATS})
+_OP_NAMES = {int(op): op.name.lower() for op in Op}
+
+
+class _Disconnected(Exception):
+    """The peer closed the connection mid-frame."""
+
+
+@dataclass
+class _Upload:
+    """A streamed put in progress on one connection."""
+
+    job: str
+    key: str
+    flags: int
+    ttl_ms: int
+    parts: list[Reservation] = field(default_factory=list)
+    received: int = 0
+    error: PocketError | None = None
+
+
+class StorageNode:
+    """Serve one tier driver on ``host:port`` (port 0 picks a free port).
+
+    Use :meth:`start` to serve from background threads, or :meth:`serve_forever` to block;
+    :meth:`stop` closes every connection and the tier.
+    """
+
+    def __init__(
+        self,
+        tier: TierDriver,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        secret: bytes | None = None,
+        reap_interval: float = 0.5,
+    ) -> None:
+        self.tier = tier
+        self._secret = secret or secrets.token_bytes(32)
+        self._jobs: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._ops: Counter[str] = Counter()
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._errors = 0
+        self._connections_total = 0
+        self._started = time.time()
+        self._reap_interval = reap_interval
+        self._listener = socket.create_server((host, port), backlog=1024)
+        bound = self._listener.getsockname()
+        self.address = Address(bound[0], bound[1])
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> StorageNode:
+        """Accept and serve connections from background threads."""
+        for target in (self._accept_loop, self._reap_loop):
+            t = threading.Thread(target=target, name=f"pocket-node-{target.__name__}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`stop` is called (from a signal handler or another thread)."""
+        if not self._threads:
+            self.start()
+        self._stopping.wait()
+
+    def stop(self) -> None:
+        """Stop accepting, close every connection, release the tier. Idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=5)
+        self.tier.close()
+
+    def __enter__(self) -> StorageNode:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def token_for(self, job: str) -> bytes:
+        """The token that authenticates ``job`` on this node."""
+        return hmac.new(self._secret, job.encode(), hashlib.sha256).digest()[:16]
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and tier accounting, as the STATS operation returns them."""
+        tier = asdict(self.tier.stats())
+        with self._lock:
+            return {
+                "address": str(self.address),
+                "pid": os.getpid(),
+                "uptime": time.time() - self._started,
+                "tier": tier,
+                "ops": dict(self._ops),
+                "bytes_in": self._bytes_in,
+                "bytes_out": self._bytes_out,
+                "errors": self._errors,
+                "connections": len(self._conns),
+                "connections_total": self._connections_total,
+                "jobs": sorted(self._jobs),
+            }
+
+    # -- threads ------------------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            tune_socket(conn)
+            with self._lock:
+                self._conns.add(conn)
+                self._connections_total += 1
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            t.start()
+
+    def _reap_loop(self) -> None:
+        while not self._stopping.wait(self._reap_interval):
+            self.tier.expire(time.time())
+
+    def _serve(self, conn: socket.socket) -> None:
+        rfile: BinaryIO = conn.makefile("rb", buffering=256 * 1024)
+        uploads: dict[int, _Upload] = {}
+        header = bytearray(REQUEST_HEADER.size)
+        try:
+            while True:
+                if rfile.readinto(header) != len(header):
+                    return  # clean close between frames (or a truncated header)
+                request_id = 0
+                try:
+                    h = unpack_request(header)
+                    request_id = h.request_id
+                    self._handle(conn, rfile, h, uploads)
+                except (ProtocolError, InvalidKeyError) as exc:
+                    # The stream can no longer be trusted: answer, then hang up on this client.
+                    self._reply_error(conn, request_id, exc)
+                    return
+        except (_Disconnected, OSError, ValueError):
+            return  # peer vanished; what it was sending is aborted below
+        finally:
+            for up in uploads.values():
+                for res in up.parts:
+                    self.tier.abort(res)
+            with self._lock:
+                self._conns.discard(conn)
+            try:
+                rfile.close()
+                conn.close()
+            except OSError:
+                pass
+
+    # -- requests -----------------------------------------------------------------------------
+    def _handle(
+        self, conn: socket.socket, rfile: BinaryIO, h: RequestHeader, uploads: dict[int, _Upload]
+    ) -> None:
+        var = _read_exact(rfile, h.var_len)
+        job = var[: h.job_len].decode("utf-8", "replace")
+        token = var[h.job_len : h.job_len + h.token_len]
+        try:
+            key = var[h.job_len + h.token_len :].decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidKeyError("key is not valid UTF-8") from None
+        op = h.op
+        if op not in _OP_NAMES:
+            raise ProtocolError(f"unknown opcode {op}")
+        with self._lock:
+            self._ops[_OP_NAMES[op]] += 1
+        try:
+            if op not in _OPS_WITHOUT_JOB:
+                self._authorize(job, token)
+            if op == Op.GET:
+                self._get(conn, h, job, key)
+            elif op == Op.PUT:
+                self._put(conn, rfile, h, job, key)
+            elif op == Op.MULTI_GET:
+                self._multi_get(conn, h, job, _read_meta_body(rfile, h))
+            elif op == Op.MULTI_PUT:
+                self._multi_put(conn, rfile, h, job)
+            elif op == Op.STREAM_PUT:
+                self._stream_put(conn, rfile, h, job, key, uploads)
+            else:
+                body = _read_meta_body(rfile, h) if op == Op.LIST else b""
+                self._simple(conn, h, job, key, body)
+        except ProtocolError:
+            raise
+        except PocketError as exc:
+            if op in BODY_OPS and op not in (Op.LIST, Op.MULTI_GET):
+                # Refused before its value was read: read past it to stay in step.
+                self._drain(rfile, h.length)
+                if op == Op.STREAM_PUT:
+                    up = uploads.get(h.request_id)
+                    if up is not None and h.flags & Flag.MORE:
+                        up.error = up.error or exc
+                        return  # reported when the last chunk arrives
+                    uploads.pop(h.request_id, None)
+            self._reply_error(conn, h.request_id, exc)
+
+    def _authorize(self, job: str, token: bytes) -> None:
+        if job not in self._jobs:
+            raise UnknownJobError(f"job {job!r} is not open on this node")
+        if not hmac.compare_digest(token, self.token_for(job)):
+            raise TokenError(f"wrong token for job {job!r}")
+
+    def _get(self, conn: socket.socket, h: RequestHeader, job: str, key: str) -> None:
+        _check_key(key)
+        lease = self.tier.lease(job, key, take=bool(h.flags & Flag.DELETE_AFTER_READ))
+        try:
+            meta = lease.meta
+            buffers = lease.buffers
+            value_checksum = meta.checksum
+            if h.flags & Flag.RANGE:
+                if h.arg and h.arg != meta.version:
+                    raise _conflict(key)
+                buffers = _slice_buffers(buffers, h.offset, h.length)
+                hasher = xxhash.xxh64()
+                for b in buffers:
+                    hasher.update(b)
+                value_checksum = hasher.intdigest()
+            length = sum(len(b) for b in buffers)
+            head = encode_response(
+                h.request_id, flags=meta.flags, length=length, value_checksum=value_checksum,
+                size=meta.size, version=meta.version,
+            )  # fmt: skip
+            send_buffers(conn, [head, *buffers])
+        finally:
+            lease.release()
+        self._count(0, length)
+
+    def _put(self, conn: socket.socket, rfile: BinaryIO, h: RequestHeader, job: str, key: str) -> None:
+        _check_key(key)
+        res = self.tier.reserve(h.length)
+        self._receive_into(rfile, res)
+        meta = self.tier.commit(
+            res, job, key, checksum=h.checksum, flags=h.flags & Flag.LZ4,
+            ttl=h.ttl_ms / 1000 if h.ttl_ms else None,
+        )  # fmt: skip
+        conn.sendall(encode_response(h.request_id, size=meta.size, version=meta.version))
+        self._count(h.length, 0)
+
+    def _receive_into(self, rfile: BinaryIO, res: Reservation) -> None:
+        """Fill a reservation from the stream; abort it if the peer goes away."""
+        try:
+            for buf in res.buffers:
+                if rfile.readinto(buf) != len(buf):
+                    raise _Disconnected
+        except BaseException:
+            self.tier.abort(res)
+            raise
+
+    def _stream_put(
+        self,
+        conn: socket.socket,
+        rfile: BinaryIO,
+        h: RequestHeader,
+        job: str,
+        key: str,
+        uploads: dict[int, _Upload],
+    ) -> None:
+        _check_key(key)
+        up = uploads.get(h.request_id)
+        if up is None:
+            if h.offset != 0:
+                raise RequestError(f"stream for {key!r} starts at offset {h.offset}, not 0")
+            up = uploads[h.request_id] = _Upload(job, key, h.flags & Flag.LZ4, h.ttl_ms)
+        if up.error is None and (up.job != job or up.key != key or up.received != h.offset):
+            up.error = RequestError(f"stream chunk for {key!r} out of order")
+        if up.error is not None:
+            self._drain(rfile, h.length)
+        else:
+            try:
+                res = self.tier.reserve(h.length)
+            except PocketError as exc:
+                up.error = exc
+                self._drain(rfile, h.length)
+            else:
+                self._receive_into(rfile, res)
+                up.parts.append(res)
+                up.received += h.length
+                self._count(h.length, 0)
+        if h.flags & Flag.MORE:
+            return
+        del uploads[h.request_id]
+        if up.error is not None:
+            for part in up.parts:
+                self.tier.abort(part)
+            self._reply_error(conn, h.request_id, up.error)
+            return
+        res = self.tier.join(up.parts)
+        meta = self.tier.commit(
+            res, job, key, checksum=h.arg, flags=up.flags,
+            ttl=up.ttl_ms / 1000 if up.ttl_ms else None,
+        )  # fmt: skip
+        conn.sendall(encode_response(h.request_id, size=meta.size, version=meta.version))
+
+    def _multi_put(self, conn: socket.socket, rfile: BinaryIO, h: RequestHeader, job: str) -> None:
+        body = _read_meta_body(rfile, h)
+        results: list[Entry] = []
+        ttl = h.ttl_ms / 1000 if h.ttl_ms else None
+        for e in decode_entries(body):
+            try:
+                key = e.key.decode("utf-8")
+                _check_key(key)
+                meta = self.tier.put(job, key, e.value, checksum=e.checksum, flags=e.flags, ttl=ttl)
+                results.append(Entry(e.key, b"", 0, 0, meta.version))
+            except (PocketError, UnicodeDecodeError) as exc:
+                results.append(_error_entry(e.key, exc))
+        self._count(len(body), 0)
+        self._reply_parts(conn, h.request_id, encode_entries(results))
+
+    def _multi_get(self, conn: socket.socket, h: RequestHeader, job: str, body: bytes) -> None:
+        take = bool(h.flags & Flag.DELETE_AFTER_READ)
+        leases: list[Lease] = []
+        entries: list[Entry] = []
+        try:
+            for raw in decode_keys(body):
+                try:
+                    key = raw.decode("utf-8")
+                    _check_key(key)
+                    lease = self.tier.lease(job, key, take=take)
+                except (PocketError, UnicodeDecodeError) as exc:
+                    entries.append(_error_entry(raw, exc))
+                    continue
+                leases.append(lease)
+                value = lease.buffers[0] if len(lease.buffers) == 1 else lease.tobytes()
+                entries.append(Entry(raw, value, 0, lease.meta.flags, lease.meta.checksum))
+            parts = encode_entries(entries)
+            self._reply_parts(conn, h.request_id, parts)
+        finally:
+            for lease in leases:
+                lease.release()
+        self._count(0, sum(len(e.value) for e in entries))
+
+    def _simple(self, conn: socket.socket, h: RequestHeader, job: str, key: str, body: bytes) -> None:
+        op = h.op
+        size = 0
+        flags = 0
+        out = b""
+        if op == Op.STAT:
+            _check_key(key)
+            meta = self.tier.stat(job, key)
+            out = STAT_BODY.pack(meta.created, meta.expires)
+            head = encode_response(
+                h.request_id, flags=meta.flags, length=len(out), value_checksum=meta.checksum,
+                size=meta.size, version=meta.version,
+            )  # fmt: skip
+            conn.sendall(head + out)
+            return
+        if op == Op.EXISTS:
+            _check_key(key)
+            size = int(self.tier.exists(job, key))
+        elif op == Op.DELETE:
+            _check_key(key)
+            size = int(self.tier.delete(job, key))
+        elif op == Op.LIST:
+            limit = min(h.arg or 1000, _LIST_PAGE_MAX)
+            keys, more = self.tier.list(job, key, body.decode("utf-8", "replace"), limit)
+            out = encode_keys([k.encode() for k in keys])
+            flags = Flag.MORE if more else 0
+            size = len(keys)
+        elif op == Op.DELETE_PREFIX:
+            size = self.tier.delete_prefix(job, key)
+        elif op == Op.PING:
+            pass
+        elif op == Op.JOB_OPEN:
+            if not job:
+                raise RequestError("a job needs a name")
+            with self._lock:
+                self._jobs.add(job)
+            out = self.token_for(job)
+        elif op == Op.JOB_DELETE:
+            size = self.tier.delete_job(job)
+            with self._lock:
+                self._jobs.discard(job)
+        elif op == Op.STATS:
+            out = encode_json(self.stats())
+        head = encode_response(h.request_id, flags=flags, length=len(out), size=size)
+        conn.sendall(head + out)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _reply_error(self, conn: socket.socket, request_id: int, exc: PocketError) -> None:
+        with self._lock:
+            self._errors += 1
+        message = str(exc).encode("utf-8", "replace")[:4096]
+        try:
+            conn.sendall(encode_response(request_id, status_for_error(exc), length=len(message)) + message)
+        except OSError:
+            pass
+
+    def _reply_parts(self, conn: socket.socket, request_id: int, parts: list[bytes | memoryview]) -> None:
+        length = sum(len(p) for p in parts)
+        send_buffers(conn, [encode_response(request_id, length=length), *parts])
+
+    def _drain(self, rfile: BinaryIO, nbytes: int) -> None:
+        while nbytes > 0:
+            chunk = rfile.read(min(nbytes, _DRAIN_CHUNK))
+            if not chunk:
+                raise _Disconnected
+            nbytes -= len(chunk)
+
+    def _count(self, bytes_in: int, bytes_out: int) -> None:
+        with self._lock:
+            self._bytes_in += bytes_in
+            self._bytes_out += bytes_out
+
+
+def _read_exact(rfile: BinaryIO, n: int) -> bytes:
+    data = rfile.read(n) if n else b""
+    if len(data) != n:
+        raise _Disconnected
+    return data
+
+
+def _read_meta_body(rfile: BinaryIO, h: RequestHeader) -> bytes:
+    if h.length > MAX_META_BODY:
+        raise ProtocolError(f"request body of {h.length} bytes exceeds {MAX_META_BODY}")
+    return _read_exact(rfile, h.length)
+
+
+def _check_key(key: str) -> None:
+    if not key:
+        raise RequestError("keys must not be empty")
+
+
+def _conflict(key: str) -> PocketError:
+    from .errors import ConflictError
+
+    return ConflictError(f"object {key!r} changed during the read")
+
+
+def _error_entry(key: bytes, exc: Exception) -> Entry:
+    pe = exc if isinstance(exc, PocketError) else InvalidKeyError(str(exc))
+    return Entry(key, str(pe).encode("utf-8", "replace"), status_for_error(pe))
+
+
+def _slice_buffers(buffers: list[memoryview], start: int, length: int) -> list[memoryview]:
+    """The buffers covering ``[start, start + length)`` of their concatenation."""
+    out: list[memoryview] = []
+    pos = 0
+    end = start + length
+    for buf in buffers:
+        lo, hi = max(start, pos), min(end, pos + len(buf))
+        if lo < hi:
+            out.append(buf[lo - pos : hi - pos])
+        pos += len(buf)
+    return out

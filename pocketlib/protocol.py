@@ -1,0 +1,465 @@
+"""The wire format, sans-IO: bytes in, frames out; no sockets here.
+
+Every message is a fixed little-endian header followed by variable parts. A request::
+
+    RequestHeader (56 bytes) | job | token | key | value (length bytes)
+
+and a response::
+
+    ResponseHeader (48 bytes) | body (length bytes)
+
+The request id lets a client keep many requests in flight on one connection: a node answers
+each connection's requests in order, and echoes the id so a client can check it. docs/protocol.md
+describes every field and opcode.
+
+Two ways to read frames share the parsing code below:
+
+* :class:`FrameDecoder` is push-style: ``feed()`` any split of the byte stream and take whole
+  frames out. Tests and tools use it.
+* The node and client pull headers off a buffered socket with :func:`unpack_request` /
+  :func:`unpack_response`, then receive large values straight into their destination (the tier's
+  memory or the caller's buffer) rather than through a decoder buffer.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import xxhash
+
+from .config import MAX_JOB_BYTES, MAX_KEY_BYTES
+from .errors import InvalidKeyError, ProtocolError, VersionError
+
+__all__ = [
+    "BODY_OPS",
+    "Buffer",
+    "MAGIC",
+    "REQUEST_HEADER",
+    "RESPONSE_HEADER",
+    "STAT_BODY",
+    "VERSION",
+    "Entry",
+    "Flag",
+    "FrameDecoder",
+    "Op",
+    "Request",
+    "RequestHeader",
+    "Response",
+    "ResponseHeader",
+    "Status",
+    "checksum",
+    "decode_entries",
+    "decode_json",
+    "decode_keys",
+    "encode_entries",
+    "encode_json",
+    "encode_keys",
+    "encode_request",
+    "encode_response",
+    "unpack_request",
+    "unpack_response",
+    "validate_key",
+]
+
+#: What pocketlib accepts as a value.
+Buffer = bytes | bytearray | memoryview
+
+MAGIC = b"PK"
+VERSION = 1
+
+# magic, version, opcode, flags, key_len, request_id, job_len, token_len, reserved,
+# offset, length, ttl_ms, arg, checksum
+REQUEST_HEADER = struct.Struct("<2sBBHHIBBHQQQQQ")
+# magic, version, status, flags, reserved, request_id, reserved, length, checksum, size, version
+RESPONSE_HEADER = struct.Struct("<2sBBHHIIQQQQ")
+# key_len, status, flags, reserved, length, checksum: one item of a MULTI-PUT / MULTI-GET body
+ENTRY = struct.Struct("<HHHHQQ")
+_KEY_LEN = struct.Struct("<H")
+#: STAT response body: created and expiry times (seconds since the epoch; 0 = no expiry).
+STAT_BODY = struct.Struct("<dd")
+
+#: Largest body of a frame that is not a stored value (LIST pages, STATS, errors, key lists).
+MAX_META_BODY = 64 * 1024 * 1024
+
+
+class Op(enum.IntEnum):
+    """Request opcodes."""
+
+    PING = 1
+    JOB_OPEN = 2  # body of the response: the job's token
+    JOB_DELETE = 3  # frees every object of the job on this node
+    PUT = 10
+    GET = 11  # whole value, or [offset, offset + length) with Flag.RANGE
+    STAT = 12
+    EXISTS = 13
+    DELETE = 14
+    LIST = 15  # key = prefix, value = cursor (list keys after it), arg = page size
+    DELETE_PREFIX = 16
+    MULTI_PUT = 17
+    MULTI_GET = 18
+    STREAM_PUT = 19  # one chunk of a streamed value; Flag.MORE on all but the last
+    STATS = 20
+
+
+#: Ops whose request carries ``length`` bytes of body after the key.
+BODY_OPS = frozenset({Op.PUT, Op.STREAM_PUT, Op.MULTI_PUT, Op.MULTI_GET, Op.LIST})
+
+
+class Flag(enum.IntFlag):
+    """Request and response flags."""
+
+    NONE = 0
+    LZ4 = 1  # the value is lz4-compressed (stored as sent; the client decompresses)
+    DELETE_AFTER_READ = 2  # GET: free the object in the same request
+    RANGE = 4  # GET: offset and length name a byte range
+    MORE = 8  # STREAM_PUT: more chunks follow; LIST response: more pages follow
+
+
+class Status(enum.IntEnum):
+    """Response status; errors map one-to-one onto :mod:`pocketlib.errors` classes."""
+
+    OK = 0
+
+
+@dataclass(slots=True)
+class RequestHeader:
+    """The fixed part of a request."""
+
+    op: int
+    flags: int
+    request_id: int
+    key_len: int
+    job_len: int
+    token_len: int
+    offset: int
+    length: int
+    ttl_ms: int
+    arg: int
+    checksum: int
+
+    @property
+    def var_len(self) -> int:
+        """Bytes of job, token and key that follow the header."""
+        return self.job_len + self.token_len + self.key_len
+
+    @property
+    def body_len(self) -> int:
+        """Bytes of body after the key: ``length`` for ops that carry one, else 0.
+
+        GET uses ``length`` for the size of a byte range, with no body.
+        """
+        return self.length if self.op in BODY_OPS else 0
+
+
+@dataclass(slots=True)
+class ResponseHeader:
+    """The fixed part of a response."""
+
+    status: int
+    flags: int
+    request_id: int
+    length: int
+    checksum: int
+    size: int
+    version: int
+
+
+@dataclass(slots=True)
+class Request:
+    """A whole request, as :class:`FrameDecoder` yields it."""
+
+    header: RequestHeader
+    job: str
+    token: bytes
+    key: bytes
+    value: bytes
+
+
+@dataclass(slots=True)
+class Response:
+    """A whole response, as :class:`FrameDecoder` yields it."""
+
+    header: ResponseHeader
+    body: bytes
+
+
+@dataclass(slots=True)
+class Entry:
+    """One item of a MULTI-PUT request or a MULTI-GET / MULTI-PUT response."""
+
+    key: bytes
+    value: bytes | memoryview
+    status: int = 0
+    flags: int = 0
+    checksum: int = 0
+
+
+def checksum(data: bytes | bytearray | memoryview) -> int:
+    """xxhash64 of a value, as carried in frames and stored beside objects."""
+    return xxhash.xxh64_intdigest(data)
+
+
+def validate_key(key: str) -> bytes:
+    """The UTF-8 bytes of a key, or InvalidKeyError if it is empty or too long."""
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"keys are str, not {type(key).__name__}")
+    raw = key.encode("utf-8", "surrogatepass")
+    if not raw:
+        raise InvalidKeyError("keys must not be empty")
+    if len(raw) > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"key is {len(raw)} bytes; the limit is {MAX_KEY_BYTES}")
+    return raw
+
+
+def encode_request(
+    op: int,
+    request_id: int,
+    job: bytes = b"",
+    token: bytes = b"",
+    key: bytes = b"",
+    *,
+    flags: int = 0,
+    offset: int = 0,
+    length: int = 0,
+    ttl_ms: int = 0,
+    arg: int = 0,
+    value_checksum: int = 0,
+) -> bytes:
+    """Header and variable parts of a request; the caller sends ``length`` value bytes after."""
+    if len(job) > MAX_JOB_BYTES:
+        raise ProtocolError(f"job name is {len(job)} bytes; the limit is {MAX_JOB_BYTES}")
+    if len(token) > 255:
+        raise ProtocolError("token longer than 255 bytes")
+    return (
+        REQUEST_HEADER.pack(
+            MAGIC,
+            VERSION,
+            op,
+            flags,
+            len(key),
+            request_id,
+            len(job),
+            len(token),
+            0,
+            offset,
+            length,
+            ttl_ms,
+            arg,
+            value_checksum,
+        )
+        + job
+        + token
+        + key
+    )
+
+
+def unpack_request(data: bytes | bytearray | memoryview) -> RequestHeader:
+    """Parse a request header; ProtocolError/VersionError if it is not one we speak."""
+    (
+        magic,
+        version,
+        op,
+        flags,
+        key_len,
+        request_id,
+        job_len,
+        token_len,
+        _,
+        offset,
+        length,
+        ttl_ms,
+        arg,
+        value_checksum,
+    ) = REQUEST_HEADER.unpack(data)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic {bytes(magic)!r}: not a pocket frame")
+    if version != VERSION:
+        raise VersionError(f"protocol version {version} is not supported (this side: {VERSION})")
+    if key_len > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"key is {key_len} bytes; the limit is {MAX_KEY_BYTES}")
+    return RequestHeader(
+        op, flags, request_id, key_len, job_len, token_len, offset, length, ttl_ms, arg,
+        value_checksum,
+    )  # fmt: skip
+
+
+def encode_response(
+    request_id: int,
+    status: int = 0,
+    *,
+    flags: int = 0,
+    length: int = 0,
+    value_checksum: int = 0,
+    size: int = 0,
+    version: int = 0,
+) -> bytes:
+    """A response header; ``length`` body bytes follow it."""
+    return RESPONSE_HEADER.pack(
+        MAGIC, VERSION, status, flags, 0, request_id, 0, length, value_checksum, size, version
+    )
+
+
+def unpack_response(data: bytes | bytearray | memoryview) -> ResponseHeader:
+    """Parse a response header."""
+    magic, version, status, flags, _, request_id, _, length, value_checksum, size, obj_version = (
+        RESPONSE_HEADER.unpack(data)
+    )
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic {bytes(magic)!r}: not a pocket frame")
+    if version != VERSION:
+        raise VersionError(f"protocol version {version} is not supported (this side: {VERSION})")
+    return ResponseHeader(status, flags, request_id, length, value_checksum, size, obj_version)
+
+
+# -- structured bodies -------------------------------------------------------------------------
+
+
+def encode_keys(keys: Sequence[bytes]) -> bytes:
+    """A list of keys (LIST response, MULTI-GET request)."""
+    return b"".join(_KEY_LEN.pack(len(k)) + k for k in keys)
+
+
+def decode_keys(body: bytes | memoryview) -> list[bytes]:
+    """Inverse of :func:`encode_keys`."""
+    view = memoryview(body)
+    keys: list[bytes] = []
+    pos = 0
+    while pos < len(view):
+        if pos + 2 > len(view):
+            raise ProtocolError("truncated key list")
+        (n,) = _KEY_LEN.unpack_from(view, pos)
+        pos += 2
+        if n > MAX_KEY_BYTES or pos + n > len(view):
+            raise ProtocolError("bad key length in key list")
+        keys.append(bytes(view[pos : pos + n]))
+        pos += n
+    return keys
+
+
+def encode_entries(entries: Sequence[Entry]) -> list[bytes | memoryview]:
+    """Buffers of a MULTI body, values left unjoined so they can be sent without a copy."""
+    parts: list[bytes | memoryview] = []
+    for e in entries:
+        parts.append(
+            ENTRY.pack(len(e.key), e.status, e.flags, 0, len(e.value), e.checksum) + e.key
+        )
+        if len(e.value):
+            parts.append(e.value)
+    return parts
+
+
+def decode_entries(body: bytes | memoryview) -> list[Entry]:
+    """Inverse of :func:`encode_entries`; values are zero-copy slices of ``body``."""
+    view = memoryview(body)
+    out: list[Entry] = []
+    pos = 0
+    end = len(view)
+    while pos < end:
+        if pos + ENTRY.size > end:
+            raise ProtocolError("truncated entry header")
+        key_len, status, flags, _, length, value_checksum = ENTRY.unpack_from(view, pos)
+        pos += ENTRY.size
+        if key_len > MAX_KEY_BYTES or pos + key_len + length > end:
+            raise ProtocolError("entry runs past the end of its frame")
+        key = bytes(view[pos : pos + key_len])
+        pos += key_len
+        out.append(Entry(key, view[pos : pos + length], status, flags, value_checksum))
+        pos += length
+    return out
+
+
+def encode_json(obj: Any) -> bytes:
+    """A JSON body (STATS)."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_json(body: bytes | memoryview) -> dict[str, Any]:
+    """Inverse of :func:`encode_json`."""
+    try:
+        result = json.loads(bytes(body))
+    except ValueError as exc:
+        raise ProtocolError(f"malformed JSON body: {exc}") from exc
+    if not isinstance(result, dict):
+        raise ProtocolError("JSON body is not an object")
+    return result
+
+
+# -- push decoder ------------------------------------------------------------------------------
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed()`` any split of a byte stream, iterate whole frames.
+
+    ``FrameDecoder("request")`` yields :class:`Request`, ``FrameDecoder("response")`` yields
+    :class:`Response`. A malformed header raises ProtocolError (or VersionError); the stream is
+    then out of step and the connection should be closed.
+    """
+
+    def __init__(self, kind: str = "request", max_value: int = 1 << 40) -> None:
+        if kind not in ("request", "response"):
+            raise ValueError("kind must be 'request' or 'response'")
+        self._kind = kind
+        self._buf = bytearray()
+        self._max_value = max_value
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append received bytes."""
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a whole frame."""
+        return len(self._buf)
+
+    def __iter__(self) -> Iterator[Request | Response]:
+        while True:
+            frame = self.next_frame()
+            if frame is None:
+                return
+            yield frame
+
+    def next_frame(self) -> Request | Response | None:
+        """The next whole frame, or None until more bytes arrive."""
+        if self._kind == "request":
+            return self._next_request()
+        return self._next_response()
+
+    def _next_request(self) -> Request | None:
+        size = REQUEST_HEADER.size
+        if len(self._buf) < size:
+            return None
+        header = unpack_request(self._buf[:size])
+        if header.body_len > self._max_value:
+            raise ProtocolError(f"value of {header.length} bytes exceeds {self._max_value}")
+        total = size + header.var_len + header.body_len
+        if len(self._buf) < total:
+            return None
+        frame = bytes(self._buf[:total])
+        del self._buf[:total]
+        pos = size
+        job = frame[pos : pos + header.job_len].decode("utf-8", "replace")
+        pos += header.job_len
+        token = frame[pos : pos + header.token_len]
+        pos += header.token_len
+        key = frame[pos : pos + header.key_len]
+        pos += header.key_len
+        return Request(header, job, token, key, frame[pos:])
+
+    def _next_response(self) -> Response | None:
+        size = RESPONSE_HEADER.size
+        if len(self._buf) < size:
+            return None
+        header = unpack_response(self._buf[:size])
+        if header.length > self._max_value:
+            raise ProtocolError(f"body of {header.length} bytes exceeds {self._max_value}")
+        total = size + header.length
+        if len(self._buf) < total:
+            return None
+        body = bytes(self._buf[size:total])
+        del self._buf[:total]
+        return Response(header, body)

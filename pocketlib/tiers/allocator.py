@@ -1,0 +1,121 @@
+"""Space allocator for one contiguous arena: best fit, coalescing frees, exact accounting.
+
+Free blocks are kept three ways: by start (to merge with the next block), by end (to merge
+with the previous block) and in a list sorted by (size, start) for best-fit search with
+bisect. Best fit keeps large blocks whole for large values; coalescing on every free means a
+churned arena returns to one block once it is empty. When no single block is large enough but
+enough bytes are free in total, :meth:`Allocator.allocate_extents` spreads a value over several
+blocks (largest first), so a full-enough arena never refuses a value it has room for.
+
+Not thread-safe: the tier that owns it serialises calls under its own lock.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+
+__all__ = ["Allocator"]
+
+
+class Allocator:
+    """Hands out byte ranges ``(start, length)`` of an arena of ``capacity`` bytes."""
+
+    def __init__(self, capacity: int, align: int = 64) -> None:
+        if align <= 0 or align & (align - 1):
+            raise ValueError("align must be a power of two")
+        self.align = align
+        self.capacity = capacity - capacity % align
+        self.used = 0
+        self._by_start: dict[int, int] = {}
+        self._by_end: dict[int, int] = {}
+        self._sizes: list[tuple[int, int]] = []
+        if self.capacity:
+            self._add_free(0, self.capacity)
+
+    @property
+    def free_bytes(self) -> int:
+        """Bytes not allocated."""
+        return self.capacity - self.used
+
+    @property
+    def largest_free(self) -> int:
+        """The largest contiguous free block."""
+        return self._sizes[-1][0] if self._sizes else 0
+
+    @property
+    def free_blocks(self) -> int:
+        """Number of free blocks (1 means no fragmentation)."""
+        return len(self._sizes)
+
+    def rounded(self, nbytes: int) -> int:
+        """Bytes actually taken by a value of ``nbytes`` (alignment included)."""
+        return -(-nbytes // self.align) * self.align
+
+    def allocate(self, nbytes: int) -> int | None:
+        """Start of a contiguous block of ``rounded(nbytes)`` bytes, or None if none is free."""
+        need = self.rounded(nbytes)
+        if need == 0:
+            return 0
+        i = bisect_left(self._sizes, (need, -1))
+        if i == len(self._sizes):
+            return None
+        size, start = self._sizes[i]
+        self._remove_free(start, size)
+        if size > need:
+            self._add_free(start + need, size - need)
+        self.used += need
+        return start
+
+    def allocate_extents(self, nbytes: int) -> list[tuple[int, int]] | None:
+        """Blocks holding ``nbytes`` in order, as ``(start, length)``; None if too few are free.
+
+        One block when one fits; otherwise the largest free blocks, so a value is split as
+        little as possible. The last extent's length is the remainder, not rounded.
+        """
+        start = self.allocate(nbytes)
+        if start is not None:
+            return [(start, nbytes)] if nbytes else []
+        if self.rounded(nbytes) > self.free_bytes:
+            return None
+        extents: list[tuple[int, int]] = []
+        left = nbytes
+        while left > 0:
+            size, start = self._sizes[-1]
+            take = min(size, self.rounded(left))
+            self._remove_free(start, size)
+            if size > take:
+                self._add_free(start + take, size - take)
+            self.used += take
+            extents.append((start, min(take, left)))
+            left -= take
+        return extents
+
+    def free(self, start: int, nbytes: int) -> None:
+        """Return a block; it merges with free neighbours."""
+        size = self.rounded(nbytes)
+        if size == 0:
+            return
+        if start < 0 or start + size > self.capacity or start % self.align:
+            raise ValueError(f"block ({start}, {nbytes}) is not in this arena")
+        self.used -= size
+        end = start + size
+        before = self._by_end.get(start)
+        if before is not None:
+            self._remove_free(before, start - before)
+            start = before
+        after = self._by_start.get(end)
+        if after is not None:
+            self._remove_free(end, after)
+            end += after
+        self._add_free(start, end - start)
+
+    def _add_free(self, start: int, size: int) -> None:
+        self._by_start[start] = size
+        self._by_end[start + size] = start
+        insort(self._sizes, (size, start))
+
+    def _remove_free(self, start: int, size: int) -> None:
+        del self._by_start[start]
+        del self._by_end[start + size]
+        i = bisect_left(self._sizes, (size, start))
+        del self._sizes[i]
