@@ -94,22 +94,32 @@ class Client:
         pool = self.pools[node]
         # The body's size, or for a ranged GET (no body) the size of the range.
         length = sum(len(b) for b in body) if body else fields.pop("length", 0)
-        for attempt in (0, 1):
-            with pool.connection() as conn:
+        retry = not fields.get("flags", 0) & Flag.DELETE_AFTER_READ
+        while True:
+            conn = pool.acquire()
+            try:
                 rid = conn.next_id()
                 head = encode_request(op, rid, job, token, key, length=length, **fields)
-                try:
-                    if body and length <= _JOIN_LIMIT:
-                        conn.send([head + b"".join(body)])
-                    else:
-                        conn.send([head, *body])
-                    h = conn.read_header(rid)
-                except TransportError:
-                    if attempt == 0 and conn.reused and not fields.get("flags", 0) & Flag.DELETE_AFTER_READ:
-                        continue  # stale pooled socket: the node never saw this request
-                    raise
-                return h, (read(conn, h) if read else conn.read_body(h.length))
-        raise AssertionError("unreachable")
+                if not body:
+                    conn.send((head,))
+                elif length <= _JOIN_LIMIT:
+                    conn.send((head + b"".join(body),))
+                else:
+                    conn.send((head, *body))
+                h = conn.read_header(rid)
+                result = read(conn, h) if read else conn.read_body(h.length)
+            except TransportError:
+                conn.close()
+                if retry and conn.reused:
+                    retry = False
+                    continue  # a stale pooled socket: the node closed it while it was idle
+                raise
+            except BaseException as exc:
+                pool.discard_or_release(conn, exc)
+                raise
+            pool.release(conn)
+            return h, result
+
 
     def open_job(self, name: str) -> Job:
         """Open (or create) job ``name`` on every node; returns its handle."""

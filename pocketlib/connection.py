@@ -29,7 +29,7 @@ from .errors import (
     error_for_status,
 )
 from .protocol import RESPONSE_HEADER, ResponseHeader, checksum, unpack_response
-from .transport import send_buffers, translate_os_errors, tune_socket
+from .transport import map_os_error, send_buffers, translate_os_errors, tune_socket
 
 __all__ = ["Connection", "NodePool"]
 
@@ -47,8 +47,7 @@ class Connection:
             self.sock = socket.create_connection(
                 (address.host, address.port), timeout=timeouts.connect
             )
-        tune_socket(self.sock)
-        self.sock.settimeout(timeouts.io)
+        tune_socket(self.sock, timeouts.io)
         self._rfile: BinaryIO = self.sock.makefile("rb", buffering=_READ_BUFFER)
         self._header = bytearray(RESPONSE_HEADER.size)
         self._next_id = 0
@@ -61,13 +60,17 @@ class Connection:
 
     def send(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         """Send one or more frames' buffers."""
-        with translate_os_errors(self.peer):
+        try:
             send_buffers(self.sock, parts)
+        except OSError as exc:
+            raise map_os_error(exc, self.peer) from exc
 
     def read_header(self, request_id: int) -> ResponseHeader:
         """The next response header; raises the node's error if the request failed."""
-        with translate_os_errors(self.peer):
+        try:
             n = self._rfile.readinto(self._header)
+        except OSError as exc:
+            raise map_os_error(exc, self.peer) from exc
         if n != len(self._header):
             raise TransportError(f"{self.peer} closed the connection")
         h = unpack_response(self._header)
@@ -82,8 +85,10 @@ class Connection:
         """Exactly ``n`` body bytes."""
         if n == 0:
             return b""
-        with translate_os_errors(self.peer):
+        try:
             data = self._rfile.read(n)
+        except OSError as exc:
+            raise map_os_error(exc, self.peer) from exc
         if len(data) != n:
             raise TransportError(f"{self.peer} closed the connection mid-response")
         return data
@@ -97,8 +102,10 @@ class Connection:
 
     def read_into(self, view: memoryview) -> None:
         """Fill ``view`` from the stream (large bodies go straight into it)."""
-        with translate_os_errors(self.peer):
+        try:
             n = self._rfile.readinto(view)
+        except OSError as exc:
+            raise map_os_error(exc, self.peer) from exc
         if n != len(view):
             raise TransportError(f"{self.peer} closed the connection mid-response")
 
@@ -156,23 +163,23 @@ class NodePool:
                 return
         conn.close()
 
+    def discard_or_release(self, conn: Connection, exc: BaseException) -> None:
+        """After ``exc`` broke an exchange: keep ``conn`` only if it is still in step."""
+        if isinstance(exc, PocketError) and not isinstance(exc, (TransportError, ProtocolError)):
+            self.release(conn)  # the node answered with an error: still in step
+        else:
+            conn.close()
+
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:
         """A connection for one exchange; dropped instead of reused if the exchange broke."""
         conn = self.acquire()
         try:
             yield conn
-        except (TransportError, ProtocolError):
-            conn.close()
+        except BaseException as exc:
+            self.discard_or_release(conn, exc)
             raise
-        except PocketError:
-            self.release(conn)  # the node answered with an error: still in step
-            raise
-        except BaseException:
-            conn.close()  # interrupted mid-exchange: responses may still be on the way
-            raise
-        else:
-            self.release(conn)
+        self.release(conn)
 
     def close(self) -> None:
         """Close idle connections."""

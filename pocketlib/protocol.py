@@ -110,8 +110,8 @@ class Op(enum.IntEnum):
 BODY_OPS = frozenset({Op.PUT, Op.STREAM_PUT, Op.MULTI_PUT, Op.MULTI_GET, Op.LIST})
 
 
-class Flag(enum.IntFlag):
-    """Request and response flags."""
+class Flag:
+    """Request and response flag bits (plain ints: they are tested on every request)."""
 
     NONE = 0
     LZ4 = 1  # the value is lz4-compressed (stored as sent; the client decompresses)

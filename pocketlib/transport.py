@@ -8,25 +8,41 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 from collections.abc import Iterator, Sequence
 
 from .errors import ConnectError, PocketTimeoutError, TransportError
 
-__all__ = ["send_buffers", "tune_socket", "translate_os_errors"]
+__all__ = ["map_os_error", "send_buffers", "translate_os_errors", "tune_socket"]
 
 _IOV_MAX = 512  # below the kernel's 1024 vectors per sendmsg
+_JOIN_LIMIT = 16 * 1024
 
 
-def tune_socket(sock: socket.socket) -> None:
-    """Low latency for small frames, keepalive so dead peers are noticed."""
+def tune_socket(sock: socket.socket, io_timeout: float | None = None) -> None:
+    """Low latency for small frames, keepalive so dead peers are noticed.
+
+    A timeout is set in the kernel (SO_RCVTIMEO/SO_SNDTIMEO) on a blocking socket rather than
+    with ``settimeout``, which would add a poll() before every send and receive; a read or
+    write that times out fails with EAGAIN, which :func:`map_os_error` reports as a timeout.
+    """
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.settimeout(None)
+    if io_timeout is not None:
+        sec = int(io_timeout)
+        timeval = struct.pack("ll", sec, int((io_timeout - sec) * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
 def send_buffers(sock: socket.socket, parts: Sequence[bytes | bytearray | memoryview]) -> None:
     """Send every buffer in order with gathered writes (no joining copy)."""
     if len(parts) == 1:
         sock.sendall(parts[0])
+        return
+    if sum(len(p) for p in parts) <= _JOIN_LIMIT:
+        sock.sendall(b"".join(parts))  # one copy of a small frame beats a gathered write
         return
     pending = [memoryview(p).cast("B") for p in parts if len(p)]
     while pending:
@@ -42,14 +58,19 @@ def send_buffers(sock: socket.socket, parts: Sequence[bytes | bytearray | memory
             pending[0] = pending[0][sent:]
 
 
+def map_os_error(exc: OSError, peer: str, *, connecting: bool = False) -> TransportError:
+    """The TransportError subclass an OS or socket error stands for (raise it ``from exc``)."""
+    if isinstance(exc, (TimeoutError, BlockingIOError)):  # kernel timeouts raise EAGAIN
+        return PocketTimeoutError(f"timed out talking to {peer}")
+    if connecting:
+        return ConnectError(f"cannot connect to {peer}: {exc.strerror or exc}")
+    return TransportError(f"connection to {peer} failed: {exc.strerror or exc}")
+
+
 @contextlib.contextmanager
 def translate_os_errors(peer: str, *, connecting: bool = False) -> Iterator[None]:
-    """Turn OS and socket errors into TransportError subclasses naming the peer."""
+    """Turn OS and socket errors raised inside the block into TransportErrors."""
     try:
         yield
-    except TimeoutError as exc:  # socket.timeout is TimeoutError since 3.10
-        raise PocketTimeoutError(f"timed out talking to {peer}") from exc
     except OSError as exc:
-        if connecting:
-            raise ConnectError(f"cannot connect to {peer}: {exc.strerror or exc}") from exc
-        raise TransportError(f"connection to {peer} failed: {exc.strerror or exc}") from exc
+        raise map_os_error(exc, peer, connecting=connecting) from exc

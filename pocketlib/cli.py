@@ -1,0 +1,101 @@
+"""The ``pocket`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from .config import parse_size
+from .errors import PocketError
+
+__all__ = ["main"]
+
+
+def _node(args: argparse.Namespace) -> int:
+    import os
+
+    from .node import StorageNode
+    from .tiers import load_driver
+
+    driver = load_driver(args.tier).from_options(parse_size(args.capacity), args.path)
+    secret = args.secret or os.environ.get("POCKET_SECRET")
+    node = StorageNode(driver, args.host, args.port, secret=secret.encode() if secret else None)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        node._stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(node.address, flush=True)
+    try:
+        node.serve_forever()
+    finally:
+        node.stop()
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    client = Client(args.nodes)
+    try:
+        print(json.dumps(client.node_stats(), indent=2, sort_keys=True))
+    finally:
+        client.close()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .workloads.sort import run_demo
+
+    return run_demo(
+        total=parse_size(args.size), mappers=args.mappers, reducers=args.reducers,
+        capacity=args.capacity, progress=not args.quiet,
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pocket``."""
+    parser = argparse.ArgumentParser(prog="pocket", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    node = sub.add_parser("node", help="run a storage node (prints its address first)")
+    node.add_argument("--tier", default="dram", help="tier driver (default: dram)")
+    node.add_argument("--capacity", default="1GiB", help="bytes the tier may hold, e.g. 8GiB")
+    node.add_argument("--path", default=None, help="directory for file-backed tiers")
+    node.add_argument("--host", default="127.0.0.1")
+    node.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    node.add_argument("--secret", default=None, help="token secret (or env POCKET_SECRET)")
+    node.set_defaults(func=_node)
+
+    stats = sub.add_parser("stats", help="print nodes' stats as JSON")
+    stats.add_argument("nodes", nargs="+", help="node addresses host:port")
+    stats.set_defaults(func=_stats)
+
+    demo = sub.add_parser("demo", help="the main job: a MapReduce sort through an embedded node")
+    demo.add_argument("--size", default="1GiB", help="input size (100-byte records)")
+    demo.add_argument("--mappers", type=int, default=8)
+    demo.add_argument("--reducers", type=int, default=8)
+    demo.add_argument("--capacity", default=None, help="node capacity (default: 1.5x input)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pocket`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except PocketError as exc:
+        print(f"pocket: {exc}", file=sys.stderr)
+        return 1
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Embedded storage: storage nodes as child processes of this one.
+
+:class:`NodeProcess` starts ``pocket node`` in a subprocess, reads the address it prints, and
+stops it by its PID (SIGTERM, then SIGKILL if it lingers). The main job (``pocket demo``), the
+tests and the benchmarks all start nodes this way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from .config import Address, parse_size
+from .errors import ConfigError
+
+__all__ = ["NodeProcess"]
+
+
+class NodeProcess:
+    """A storage node in a child process; use as a context manager."""
+
+    def __init__(
+        self,
+        tier: str = "dram",
+        capacity: int | str = "1GiB",
+        *,
+        host: str = "127.0.0.1",
+        extra_args: Sequence[str] = (),
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.tier = tier
+        self.capacity = parse_size(capacity)
+        args = [
+            sys.executable, "-m", "pocketlib.cli", "node", "--tier", tier,
+            "--capacity", str(self.capacity), "--host", host, "--port", "0", *extra_args,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.proc.wait(timeout=start_timeout)
+            raise ConfigError(f"storage node failed to start: {err.strip() or 'no output'}")
+        self.address = Address.parse(line)
+
+    @property
+    def pid(self) -> int:
+        """The node's process id."""
+        return self.proc.pid
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM the node and wait; SIGKILL if it does not stop in time. Returns its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the node (a crash, as tests need)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def __enter__(self) -> NodeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __str__(self) -> str:
+        return str(self.address)

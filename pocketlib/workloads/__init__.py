@@ -1,0 +1,1 @@
+"""Workloads that run through the store: the main job (sort) lives here."""
