@@ -7,6 +7,7 @@ verifies on every read.
 
 from __future__ import annotations
 
+import builtins
 import heapq
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -120,7 +121,6 @@ class Client:
             pool.release(conn)
             return h, result
 
-
     def open_job(self, name: str) -> Job:
         """Open (or create) job ``name`` on every node; returns its handle."""
         raw = name.encode()
@@ -147,9 +147,7 @@ class Client:
             pool.close()
 
 
-def connect(
-    nodes: Sequence[str | Address], job: str, *, timeouts: Timeouts | None = None
-) -> Job:
+def connect(nodes: Sequence[str | Address], job: str, *, timeouts: Timeouts | None = None) -> Job:
     """Connect to fixed ``nodes`` ("host:port") and open ``job`` on them (direct mode).
 
     >>> with pocketlib.connect(["127.0.0.1:7000"], job="sort") as job:   # doctest: +SKIP
@@ -187,7 +185,9 @@ class Job:
         return self.client.call(node, op, self._job, self._tokens[node], key, **kw)
 
     # -- single objects -----------------------------------------------------------------------
-    def put(self, key: str, data: Buffer, *, ttl: float | None = None, compress: bool = False) -> None:
+    def put(
+        self, key: str, data: Buffer, *, ttl: float | None = None, compress: bool = False
+    ) -> None:
         """Store ``data`` under ``key``, replacing any previous value.
 
         ``ttl`` (seconds) makes the node delete the object after that long; ``compress``
@@ -331,21 +331,28 @@ class Job:
                 out[key] = _decompress(e.value) if e.flags & Flag.LZ4 else bytes(e.value)
         return out
 
-    def _pipeline(self, node: str, op: Op, entries: list[Entry], **fields: int) -> Iterator[Entry]:
+    def _pipeline(
+        self, node: str, op: Op, entries: builtins.list[Entry], *, flags: int = 0, ttl_ms: int = 0
+    ) -> Iterator[Entry]:
         """Send entries in batched frames, up to _WINDOW in flight, and yield result entries."""
         batches = _batches(entries)
         pool = self.client.pools[node]
         token = self._tokens[node]
         with pool.connection() as conn:
             pending: list[int] = []
-            results: list[Entry] = []
+            results: builtins.list[Entry] = []
             for batch in batches:
                 if len(pending) == _WINDOW:
                     results += _read_entries(conn, pending.pop(0))
                 rid = conn.next_id()
-                body = encode_entries(batch) if op == Op.MULTI_PUT else [encode_keys([e.key for e in batch])]
+                if op == Op.MULTI_PUT:
+                    body = encode_entries(batch)
+                else:
+                    body = [encode_keys([e.key for e in batch])]
                 length = sum(len(b) for b in body)
-                head = encode_request(op, rid, self._job, token, length=length, **fields)
+                head = encode_request(
+                    op, rid, self._job, token, length=length, flags=flags, ttl_ms=ttl_ms
+                )
                 conn.send([head, *body])
                 pending.append(rid)
             for rid in pending:

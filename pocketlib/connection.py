@@ -14,11 +14,12 @@ of sharing the parent's.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
 import threading
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO
+from typing import cast
 
 from .config import Address, Timeouts
 from .errors import (
@@ -48,7 +49,7 @@ class Connection:
                 (address.host, address.port), timeout=timeouts.connect
             )
         tune_socket(self.sock, timeouts.io)
-        self._rfile: BinaryIO = self.sock.makefile("rb", buffering=_READ_BUFFER)
+        self._rfile = cast(io.BufferedReader, self.sock.makefile("rb", buffering=_READ_BUFFER))
         self._header = bytearray(RESPONSE_HEADER.size)
         self._next_id = 0
         self.reused = False

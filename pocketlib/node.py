@@ -16,15 +16,17 @@ Guarantees kept here:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import io
 import os
 import secrets
 import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, cast
 
 import xxhash
 
@@ -41,10 +43,10 @@ from .errors import (
 from .protocol import (
     MAX_META_BODY,
     REQUEST_HEADER,
+    STAT_BODY,
     Entry,
     Flag,
     Op,
-    STAT_BODY,
     RequestHeader,
     decode_entries,
     decode_keys,
@@ -153,18 +155,14 @@ class StorageNode:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._listener.close()
         with self._lock:
             conns = list(self._conns)
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout=5)
@@ -223,7 +221,7 @@ class StorageNode:
             self.tier.expire(time.time())
 
     def _serve(self, conn: socket.socket) -> None:
-        rfile: BinaryIO = conn.makefile("rb", buffering=256 * 1024)
+        rfile = cast(io.BufferedReader, conn.makefile("rb", buffering=256 * 1024))
         uploads: dict[int, _Upload] = {}
         stats = self._tls.stats = _ConnStats()
         with self._lock:
@@ -264,7 +262,11 @@ class StorageNode:
 
     # -- requests -----------------------------------------------------------------------------
     def _handle(
-        self, conn: socket.socket, rfile: BinaryIO, h: RequestHeader, uploads: dict[int, _Upload]
+        self,
+        conn: socket.socket,
+        rfile: io.BufferedReader,
+        h: RequestHeader,
+        uploads: dict[int, _Upload],
     ) -> None:
         var = _read_exact(rfile, h.var_len)
         job = var[: h.job_len].decode("utf-8", "replace")
@@ -336,7 +338,9 @@ class StorageNode:
             lease.release()
         self._count(0, length)
 
-    def _put(self, conn: socket.socket, rfile: BinaryIO, h: RequestHeader, job: str, key: str) -> None:
+    def _put(
+        self, conn: socket.socket, rfile: io.BufferedReader, h: RequestHeader, job: str, key: str
+    ) -> None:
         _check_key(key)
         res = self.tier.reserve(h.length)
         self._receive_into(rfile, res)
@@ -347,7 +351,7 @@ class StorageNode:
         conn.sendall(encode_response(h.request_id, size=meta.size, version=meta.version))
         self._count(h.length, 0)
 
-    def _receive_into(self, rfile: BinaryIO, res: Reservation) -> None:
+    def _receive_into(self, rfile: io.BufferedReader, res: Reservation) -> None:
         """Fill a reservation from the stream; abort it if the peer goes away."""
         try:
             for buf in res.buffers:
@@ -360,7 +364,7 @@ class StorageNode:
     def _stream_put(
         self,
         conn: socket.socket,
-        rfile: BinaryIO,
+        rfile: io.BufferedReader,
         h: RequestHeader,
         job: str,
         key: str,
@@ -402,7 +406,9 @@ class StorageNode:
         )  # fmt: skip
         conn.sendall(encode_response(h.request_id, size=meta.size, version=meta.version))
 
-    def _multi_put(self, conn: socket.socket, rfile: BinaryIO, h: RequestHeader, job: str) -> None:
+    def _multi_put(
+        self, conn: socket.socket, rfile: io.BufferedReader, h: RequestHeader, job: str
+    ) -> None:
         body = _read_meta_body(rfile, h)
         results: list[Entry] = []
         ttl = h.ttl_ms / 1000 if h.ttl_ms else None
@@ -440,7 +446,9 @@ class StorageNode:
                 lease.release()
         self._count(0, sum(len(e.value) for e in entries))
 
-    def _simple(self, conn: socket.socket, h: RequestHeader, job: str, key: str, body: bytes) -> None:
+    def _simple(
+        self, conn: socket.socket, h: RequestHeader, job: str, key: str, body: bytes
+    ) -> None:
         op = h.op
         size = 0
         flags = 0
@@ -490,16 +498,18 @@ class StorageNode:
     def _reply_error(self, conn: socket.socket, request_id: int, exc: PocketError) -> None:
         self._tls.stats.errors += 1
         message = str(exc).encode("utf-8", "replace")[:4096]
-        try:
-            conn.sendall(encode_response(request_id, status_for_error(exc), length=len(message)) + message)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            conn.sendall(
+                encode_response(request_id, status_for_error(exc), length=len(message)) + message
+            )
 
-    def _reply_parts(self, conn: socket.socket, request_id: int, parts: list[bytes | memoryview]) -> None:
+    def _reply_parts(
+        self, conn: socket.socket, request_id: int, parts: list[bytes | memoryview]
+    ) -> None:
         length = sum(len(p) for p in parts)
         send_buffers(conn, [encode_response(request_id, length=length), *parts])
 
-    def _drain(self, rfile: BinaryIO, nbytes: int) -> None:
+    def _drain(self, rfile: io.BufferedReader, nbytes: int) -> None:
         while nbytes > 0:
             chunk = rfile.read(min(nbytes, _DRAIN_CHUNK))
             if not chunk:
@@ -512,14 +522,14 @@ class StorageNode:
         stats.bytes_out += bytes_out
 
 
-def _read_exact(rfile: BinaryIO, n: int) -> bytes:
+def _read_exact(rfile: io.BufferedReader, n: int) -> bytes:
     data = rfile.read(n) if n else b""
     if len(data) != n:
         raise _Disconnected
     return data
 
 
-def _read_meta_body(rfile: BinaryIO, h: RequestHeader) -> bytes:
+def _read_meta_body(rfile: io.BufferedReader, h: RequestHeader) -> bytes:
     if h.length > MAX_META_BODY:
         raise ProtocolError(f"request body of {h.length} bytes exceeds {MAX_META_BODY}")
     return _read_exact(rfile, h.length)

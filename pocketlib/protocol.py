@@ -345,9 +345,7 @@ def encode_entries(entries: Sequence[Entry]) -> list[bytes | memoryview]:
     """Buffers of a MULTI body, values left unjoined so they can be sent without a copy."""
     parts: list[bytes | memoryview] = []
     for e in entries:
-        parts.append(
-            ENTRY.pack(len(e.key), e.status, e.flags, 0, len(e.value), e.checksum) + e.key
-        )
+        parts.append(ENTRY.pack(len(e.key), e.status, e.flags, 0, len(e.value), e.checksum) + e.key)
         if len(e.value):
             parts.append(e.value)
     return parts

@@ -15,9 +15,11 @@ import xxhash
 
 from .connection import Connection, NodePool
 from .errors import ChecksumError, PocketError
-from .protocol import Buffer, Flag, Op, ResponseHeader, checksum, encode_request
+from .protocol import Flag, Op, ResponseHeader, checksum, encode_request
 
 if TYPE_CHECKING:
+    from typing_extensions import Buffer as AnyBuffer
+
     from .client import Client
 
 __all__ = ["ObjectReader", "ObjectWriter"]
@@ -43,7 +45,7 @@ class ObjectWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: Buffer) -> int:
+    def write(self, data: AnyBuffer) -> int:
         """Buffer ``data``; full chunks go out as they fill."""
         if self._conn is None:
             raise ValueError("write to a closed writer")
@@ -155,7 +157,7 @@ class ObjectReader(io.RawIOBase):
         self._pos = new
         return new
 
-    def readinto(self, buffer: Buffer) -> int:
+    def readinto(self, buffer: AnyBuffer) -> int:
         """Fill ``buffer`` from the current position; 0 at the end."""
         target = memoryview(buffer).cast("B")
         want = min(len(target), self.size - self._pos)
@@ -172,7 +174,7 @@ class ObjectReader(io.RawIOBase):
             self._node, Op.GET, self._job, self._token, self._key, flags=Flag.RANGE,
             offset=self._pos, length=want, arg=self._version, read=read,
         )  # fmt: skip
-        n = int(got)  # type: ignore[call-overload]
+        n = int(got)
         if self._hash is not None:
             self._hash.update(target[:n])
         self._pos += n

@@ -12,6 +12,7 @@ to a tmpfs that is full kills the process (SIGBUS) instead of failing.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import secrets
@@ -93,16 +94,12 @@ class DramTier(IndexedTier):
 
     def close(self) -> None:
         if self.shm_path is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.shm_path)
-            except FileNotFoundError:
-                pass
             self.shm_path = None
         # Views handed out may still be alive in other threads; the mapping is freed when the
         # last of them is dropped, so release only our own.
         self._ro_view.release()
         self._view.release()
-        try:
+        with contextlib.suppress(BufferError):
             self._map.close()
-        except BufferError:
-            pass

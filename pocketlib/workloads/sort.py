@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures as cf
+import itertools
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
@@ -153,7 +154,7 @@ def _map_task(store: ShuffleStore, m: int, n_records: int, reducers: int, seed: 
     io = 0.0
     written = 0
     for r in range(reducers):
-        chunk = memoryview(shuffled[bounds[r] : bounds[r + 1]].reshape(-1)).cast("B")
+        chunk = shuffled[bounds[r] : bounds[r + 1]].reshape(-1).data.cast("B")
         t = time.perf_counter()
         store.put(f"shuffle/m{m}/r{r}", chunk)
         io += time.perf_counter() - t
@@ -205,7 +206,9 @@ def run_sort(
     ctx = multiprocessing.get_context("fork")
     start = time.perf_counter()
     with cf.ProcessPoolExecutor(max_workers=max(mappers, reducers), mp_context=ctx) as pool:
-        maps = [pool.submit(_map_task, store, m, per_map[m], reducers, seed) for m in range(mappers)]
+        maps = [
+            pool.submit(_map_task, store, m, per_map[m], reducers, seed) for m in range(mappers)
+        ]
         map_results = list(_as_done(maps, "map", on_task))
         map_done = time.perf_counter()
         reds = [pool.submit(_reduce_task, store, r, mappers, reducers) for r in range(reducers)]
@@ -223,7 +226,7 @@ def run_sort(
     if in_sum != out_sum:
         problems.append("key checksum changed between map and reduce")
     edges = [(t.first_key, t.last_key) for t in red_results if t.records]
-    if any(a[1] > b[0] for a, b in zip(edges, edges[1:], strict=False)):
+    if any(a[1] > b[0] for a, b in itertools.pairwise(edges)):
         problems.append("reducer outputs overlap: not globally sorted")
     shuffle_bytes = sum(t.io_bytes for t in map_results) + sum(t.io_bytes for t in red_results)
     shuffle_seconds = max(t.io_seconds for t in map_results) + max(
@@ -286,8 +289,11 @@ def _print_summary(r: SortResult) -> None:
 
     print(f"  sorted {format_size(r.total_bytes)} in {r.seconds:.2f} s "
           f"(map {r.map_seconds:.2f} s, reduce {r.reduce_seconds:.2f} s)")  # fmt: skip
-    print(f"  shuffle: {format_size(r.shuffle_bytes)} written and read at "
-          f"{r.shuffle_gbps:.2f} GB/s ({r.shuffle_seconds:.2f} s of store I/O on the critical path)")
+    print(
+        f"  shuffle: {format_size(r.shuffle_bytes)} written and read at "
+        f"{r.shuffle_gbps:.2f} GB/s ({r.shuffle_seconds:.2f} s of store I/O on the critical "
+        "path)"
+    )
     if r.peak_bytes is not None:
         print(f"  peak bytes stored: {format_size(r.peak_bytes)}")
     if r.verified:
