@@ -1,9 +1,8 @@
 """Storage node: one TierDriver served over TCP to many concurrent clients.
 
-Concurrency is a thread per connection with blocking sockets. Measured on the 2-core target
-machine this beat an asyncio design on both small-request latency (one recv and one send per
-request, no event-loop hops) and large-value bandwidth (``recv_into`` straight into the tier's
-memory and ``sendmsg`` straight out of it both release the GIL).
+Concurrency is a thread per connection with blocking sockets: a small request costs one recv
+and one send with no event-loop hops, and large values move by ``recv_into`` straight into the
+tier's memory and ``sendmsg`` straight out of it, both of which release the GIL.
 
 Guarantees kept here:
 
