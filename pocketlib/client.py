@@ -18,7 +18,14 @@ import lz4.block
 
 from .config import Address, Timeouts
 from .connection import Connection, NodePool
-from .errors import ChecksumError, PocketError, RequestError, TransportError, error_for_status
+from .errors import (
+    ChecksumError,
+    PocketError,
+    PocketTimeoutError,
+    RequestError,
+    TransportError,
+    error_for_status,
+)
 from .protocol import (
     STAT_BODY,
     Buffer,
@@ -33,6 +40,7 @@ from .protocol import (
     encode_entries,
     encode_keys,
     encode_request,
+    pack_request,
     validate_key,
 )
 from .routing import WeightedRendezvous
@@ -41,6 +49,10 @@ from .streams import ObjectReader, ObjectWriter
 __all__ = ["Client", "Job", "ObjectInfo", "connect"]
 
 T = TypeVar("T")
+
+_GET, _PUT = int(Op.GET), int(Op.PUT)
+_LZ4, _DELETE_AFTER_READ = Flag.LZ4, Flag.DELETE_AFTER_READ
+_read_value = Connection.read_value
 
 #: Values up to this size are joined with their header into one send.
 _JOIN_LIMIT = 64 * 1024
@@ -78,37 +90,48 @@ class Client:
     def call(
         self,
         node: str,
-        op: Op,
+        op: int,
         job: bytes = b"",
         token: bytes = b"",
         key: bytes = b"",
         *,
         body: Sequence[Buffer] = (),
         read: Callable[[Connection, ResponseHeader], T] | None = None,
-        **fields: int,
+        flags: int = 0,
+        offset: int = 0,
+        length: int = 0,
+        ttl_ms: int = 0,
+        arg: int = 0,
+        value_checksum: int = 0,
     ) -> tuple[ResponseHeader, T | bytes]:
         """One request/response exchange with ``node``.
 
+        ``length`` is the body's size when there is a body, else (ranged GET) the range's.
         ``read`` consumes the response body (default: read it as bytes). A request on a pooled
-        connection that the node has meanwhile closed is retried once on a fresh one.
+        connection that the node closed while it sat idle is retried once on a fresh one.
         """
         pool = self.pools[node]
-        # The body's size, or for a ranged GET (no body) the size of the range.
-        length = sum(len(b) for b in body) if body else fields.pop("length", 0)
-        retry = not fields.get("flags", 0) & Flag.DELETE_AFTER_READ
+        if body:
+            length = sum(len(b) for b in body)
+        retry = not flags & _DELETE_AFTER_READ
         while True:
             conn = pool.acquire()
             try:
-                rid = conn.next_id()
-                head = encode_request(op, rid, job, token, key, length=length, **fields)
+                head = pack_request(
+                    op, conn.next_id(), flags, job, token, key, offset, length, ttl_ms, arg,
+                    value_checksum,
+                )  # fmt: skip
                 if not body:
                     conn.send((head,))
                 elif length <= _JOIN_LIMIT:
                     conn.send((head + b"".join(body),))
                 else:
                     conn.send((head, *body))
-                h = conn.read_header(rid)
+                h = conn.read_header(conn._next_id)
                 result = read(conn, h) if read else conn.read_body(h.length)
+            except PocketTimeoutError:
+                conn.close()
+                raise
             except TransportError:
                 conn.close()
                 if retry and conn.reused:
@@ -181,7 +204,7 @@ class Job:
         raw = validate_key(key)
         return self.router.node_for(raw), raw
 
-    def _call(self, node: str, op: Op, key: bytes = b"", **kw: Any) -> tuple[ResponseHeader, Any]:
+    def _call(self, node: str, op: int, key: bytes = b"", **kw: Any) -> tuple[ResponseHeader, Any]:
         return self.client.call(node, op, self._job, self._tokens[node], key, **kw)
 
     # -- single objects -----------------------------------------------------------------------
@@ -195,9 +218,9 @@ class Job:
         """
         node, raw = self._route(key)
         view, flags = _prepare_value(data, compress)
-        self._call(
-            node, Op.PUT, raw, body=[view], flags=flags, ttl_ms=_ttl_ms(ttl),
-            value_checksum=checksum(view),
+        self.client.call(
+            node, _PUT, self._job, self._tokens[node], raw, body=(view,), flags=flags,
+            ttl_ms=_ttl_ms(ttl) if ttl is not None else 0, value_checksum=checksum(view),
         )  # fmt: skip
 
     def get(self, key: str, *, delete_after_read: bool = False) -> bytes:
@@ -206,9 +229,11 @@ class Job:
         With ``delete_after_read`` the node frees the object in the same request.
         """
         node, raw = self._route(key)
-        flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
-        h, data = self._call(node, Op.GET, raw, flags=flags, read=Connection.read_value)
-        return _decompress(data) if h.flags & Flag.LZ4 else data
+        h, data = self.client.call(
+            node, _GET, self._job, self._tokens[node], raw, read=_read_value,
+            flags=_DELETE_AFTER_READ if delete_after_read else 0,
+        )  # fmt: skip
+        return _decompress(data) if h.flags & _LZ4 else data
 
     def get_into(self, key: str, buffer: Buffer, *, delete_after_read: bool = False) -> int:
         """Read the value of ``key`` into ``buffer`` (no allocation); returns its length.

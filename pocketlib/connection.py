@@ -17,7 +17,7 @@ import contextlib
 import io
 import os
 import socket
-import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import cast
 
@@ -53,6 +53,7 @@ class Connection:
         self._header = bytearray(RESPONSE_HEADER.size)
         self._next_id = 0
         self.reused = False
+        self.generation = _fork_generation
 
     def next_id(self) -> int:
         """A request id for the next request on this connection."""
@@ -122,6 +123,20 @@ class Connection:
             self.sock.close()
 
 
+# Bumped in a child process right after fork(): pools and connections from an older
+# generation belong to the parent. Checked with one integer compare instead of a getpid()
+# system call on every request.
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class NodePool:
     """Idle connections to one node, reused across requests and threads."""
 
@@ -129,40 +144,35 @@ class NodePool:
         self.address = address
         self.timeouts = timeouts
         self.max_idle = max_idle
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._idle: list[Connection] = []
+        self._generation = _fork_generation
+        # deque.append/pop are atomic: no lock needed on the request path.
+        self._idle: deque[Connection] = deque()
 
-    def _checkpid(self) -> None:
-        if self._pid != os.getpid():
-            # A forked child: the parent's sockets are not ours to use. Drop our copies of the
-            # file descriptors without a shutdown, which would cut the parent's connection too.
-            for conn in self._idle:
-                conn.close()
-            self._idle = []
-            self._lock = threading.Lock()
-            self._pid = os.getpid()
+    def _after_fork(self) -> None:
+        # A forked child: the parent's sockets are not ours to use. Close our copies of the
+        # file descriptors (no shutdown, which would cut the parent's connections too).
+        idle, self._idle = self._idle, deque()
+        for conn in idle:
+            conn.close()
+        self._generation = _fork_generation
 
     def acquire(self) -> Connection:
         """An idle connection, or a new one."""
-        self._checkpid()
-        with self._lock:
-            if self._idle:
-                conn = self._idle.pop()
-                conn.reused = True
-                return conn
-        return Connection(self.address, self.timeouts)
+        if self._generation != _fork_generation:
+            self._after_fork()
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            return Connection(self.address, self.timeouts)
+        conn.reused = True
+        return conn
 
     def release(self, conn: Connection) -> None:
         """Return a connection that is in step (every response it was owed was read)."""
-        if self._pid != os.getpid():
+        if conn.generation == _fork_generation and len(self._idle) < self.max_idle:
+            self._idle.append(conn)
+        else:
             conn.close()
-            return
-        with self._lock:
-            if len(self._idle) < self.max_idle:
-                self._idle.append(conn)
-                return
-        conn.close()
 
     def discard_or_release(self, conn: Connection, exc: BaseException) -> None:
         """After ``exc`` broke an exchange: keep ``conn`` only if it is still in step."""
@@ -184,7 +194,6 @@ class NodePool:
 
     def close(self) -> None:
         """Close idle connections."""
-        with self._lock:
-            idle, self._idle = self._idle, []
+        idle, self._idle = self._idle, deque()
         for conn in idle:
             conn.close()

@@ -40,9 +40,12 @@ from .errors import (
     status_for_error,
 )
 from .protocol import (
+    MAGIC,
     MAX_META_BODY,
     REQUEST_HEADER,
+    RESPONSE_HEADER,
     STAT_BODY,
+    VERSION,
     Entry,
     Flag,
     Op,
@@ -70,6 +73,9 @@ _GET, _PUT, _MULTI_GET, _MULTI_PUT, _STREAM_PUT, _LIST = (
     int(Op.LIST),
 )  # fmt: skip
 _VALUE_OPS = frozenset({_PUT, _STREAM_PUT, _MULTI_PUT})
+_pack_response = RESPONSE_HEADER.pack
+_DELETE_AFTER_READ, _RANGE = Flag.DELETE_AFTER_READ, Flag.RANGE
+_JOIN_LIMIT = 16 * 1024
 
 
 class _ConnStats:
@@ -267,7 +273,10 @@ class StorageNode:
         h: RequestHeader,
         uploads: dict[int, _Upload],
     ) -> None:
-        var = _read_exact(rfile, h.var_len)
+        var_len = h.job_len + h.token_len + h.key_len
+        var = rfile.read(var_len)
+        if len(var) != var_len:
+            raise _Disconnected
         job = var[: h.job_len].decode("utf-8", "replace")
         token = var[h.job_len : h.job_len + h.token_len]
         try:
@@ -314,12 +323,12 @@ class StorageNode:
 
     def _get(self, conn: socket.socket, h: RequestHeader, job: str, key: str) -> None:
         _check_key(key)
-        lease = self.tier.lease(job, key, take=bool(h.flags & Flag.DELETE_AFTER_READ))
+        flags = h.flags
+        lease = self.tier.lease(job, key, take=bool(flags & _DELETE_AFTER_READ))
         try:
             meta = lease.meta
             buffers = lease.buffers
-            value_checksum = meta.checksum
-            if h.flags & Flag.RANGE:
+            if flags & _RANGE:
                 if h.arg and h.arg != meta.version:
                     raise _conflict(key)
                 buffers = _slice_buffers(buffers, h.offset, h.length)
@@ -327,12 +336,18 @@ class StorageNode:
                 for b in buffers:
                     hasher.update(b)
                 value_checksum = hasher.intdigest()
-            length = sum(len(b) for b in buffers)
-            head = encode_response(
-                h.request_id, flags=meta.flags, length=length, value_checksum=value_checksum,
-                size=meta.size, version=meta.version,
+                length = sum(len(b) for b in buffers)
+            else:
+                value_checksum = meta.checksum
+                length = meta.size
+            head = _pack_response(
+                MAGIC, VERSION, 0, meta.flags, 0, h.request_id, 0, length, value_checksum,
+                meta.size, meta.version,
             )  # fmt: skip
-            send_buffers(conn, [head, *buffers])
+            if length <= _JOIN_LIMIT and len(buffers) == 1:
+                conn.sendall(head + buffers[0])  # one small send beats a gathered write
+            else:
+                send_buffers(conn, [head, *buffers])
         finally:
             lease.release()
         self._count(0, length)
@@ -347,7 +362,9 @@ class StorageNode:
             res, job, key, checksum=h.checksum, flags=h.flags & Flag.LZ4,
             ttl=h.ttl_ms / 1000 if h.ttl_ms else None,
         )  # fmt: skip
-        conn.sendall(encode_response(h.request_id, size=meta.size, version=meta.version))
+        conn.sendall(
+            _pack_response(MAGIC, VERSION, 0, 0, 0, h.request_id, 0, 0, 0, meta.size, meta.version)
+        )
         self._count(h.length, 0)
 
     def _receive_into(self, rfile: io.BufferedReader, res: Reservation) -> None:

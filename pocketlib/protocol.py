@@ -28,7 +28,7 @@ import json
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import xxhash
 
@@ -61,6 +61,7 @@ __all__ = [
     "encode_keys",
     "encode_request",
     "encode_response",
+    "pack_request",
     "unpack_request",
     "unpack_response",
     "validate_key",
@@ -82,6 +83,9 @@ ENTRY = struct.Struct("<HHHHQQ")
 _KEY_LEN = struct.Struct("<H")
 #: STAT response body: created and expiry times (seconds since the epoch; 0 = no expiry).
 STAT_BODY = struct.Struct("<dd")
+_pack_request_header = REQUEST_HEADER.pack
+_unpack_request_header = REQUEST_HEADER.unpack
+_unpack_response_header = RESPONSE_HEADER.unpack
 
 #: Largest body of a frame that is not a stored value (LIST pages, STATS, errors, key lists).
 MAX_META_BODY = 64 * 1024 * 1024
@@ -126,14 +130,13 @@ class Status(enum.IntEnum):
     OK = 0
 
 
-@dataclass(slots=True)
-class RequestHeader:
-    """The fixed part of a request."""
+class RequestHeader(NamedTuple):
+    """The fixed part of a request (a tuple: one is parsed per request)."""
 
     op: int
     flags: int
-    request_id: int
     key_len: int
+    request_id: int
     job_len: int
     token_len: int
     offset: int
@@ -156,9 +159,8 @@ class RequestHeader:
         return self.length if self.op in BODY_OPS else 0
 
 
-@dataclass(slots=True)
-class ResponseHeader:
-    """The fixed part of a response."""
+class ResponseHeader(NamedTuple):
+    """The fixed part of a response (a tuple: one is parsed per request)."""
 
     status: int
     flags: int
@@ -167,6 +169,10 @@ class ResponseHeader:
     checksum: int
     size: int
     version: int
+
+
+_make_request_header = RequestHeader._make
+_make_response_header = ResponseHeader._make
 
 
 @dataclass(slots=True)
@@ -208,12 +214,40 @@ def validate_key(key: str) -> bytes:
     """The UTF-8 bytes of a key, or InvalidKeyError if it is empty or too long."""
     if not isinstance(key, str):
         raise InvalidKeyError(f"keys are str, not {type(key).__name__}")
-    raw = key.encode("utf-8", "surrogatepass")
+    try:
+        raw = key.encode()
+    except UnicodeEncodeError:
+        raise InvalidKeyError(f"key {key!r} is not valid Unicode") from None
     if not raw:
         raise InvalidKeyError("keys must not be empty")
     if len(raw) > MAX_KEY_BYTES:
         raise InvalidKeyError(f"key is {len(raw)} bytes; the limit is {MAX_KEY_BYTES}")
     return raw
+
+
+def pack_request(
+    op: int,
+    request_id: int,
+    flags: int,
+    job: bytes,
+    token: bytes,
+    key: bytes,
+    offset: int,
+    length: int,
+    ttl_ms: int,
+    arg: int,
+    value_checksum: int,
+) -> bytes:
+    """:func:`encode_request` without its checks, for callers that validated job and token."""
+    return (
+        _pack_request_header(
+            MAGIC, VERSION, op, flags, len(key), request_id, len(job), len(token), 0, offset,
+            length, ttl_ms, arg, value_checksum,
+        )
+        + job
+        + token
+        + key
+    )  # fmt: skip
 
 
 def encode_request(
@@ -260,32 +294,15 @@ def encode_request(
 
 def unpack_request(data: bytes | bytearray | memoryview) -> RequestHeader:
     """Parse a request header; ProtocolError/VersionError if it is not one we speak."""
-    (
-        magic,
-        version,
-        op,
-        flags,
-        key_len,
-        request_id,
-        job_len,
-        token_len,
-        _,
-        offset,
-        length,
-        ttl_ms,
-        arg,
-        value_checksum,
-    ) = REQUEST_HEADER.unpack(data)
-    if magic != MAGIC:
-        raise ProtocolError(f"bad magic {bytes(magic)!r}: not a pocket frame")
-    if version != VERSION:
-        raise VersionError(f"protocol version {version} is not supported (this side: {VERSION})")
-    if key_len > MAX_KEY_BYTES:
-        raise InvalidKeyError(f"key is {key_len} bytes; the limit is {MAX_KEY_BYTES}")
-    return RequestHeader(
-        op, flags, request_id, key_len, job_len, token_len, offset, length, ttl_ms, arg,
-        value_checksum,
-    )  # fmt: skip
+    f = _unpack_request_header(data)
+    if f[0] != MAGIC:
+        raise ProtocolError(f"bad magic {bytes(f[0])!r}: not a pocket frame")
+    if f[1] != VERSION:
+        raise VersionError(f"protocol version {f[1]} is not supported (this side: {VERSION})")
+    if f[4] > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"key is {f[4]} bytes; the limit is {MAX_KEY_BYTES}")
+    # Wire order minus magic, version and the reserved field.
+    return _make_request_header(f[2:8] + f[9:])
 
 
 def encode_response(
@@ -306,14 +323,13 @@ def encode_response(
 
 def unpack_response(data: bytes | bytearray | memoryview) -> ResponseHeader:
     """Parse a response header."""
-    magic, version, status, flags, _, request_id, _, length, value_checksum, size, obj_version = (
-        RESPONSE_HEADER.unpack(data)
-    )
-    if magic != MAGIC:
-        raise ProtocolError(f"bad magic {bytes(magic)!r}: not a pocket frame")
-    if version != VERSION:
-        raise VersionError(f"protocol version {version} is not supported (this side: {VERSION})")
-    return ResponseHeader(status, flags, request_id, length, value_checksum, size, obj_version)
+    f = _unpack_response_header(data)
+    if f[0] != MAGIC:
+        raise ProtocolError(f"bad magic {bytes(f[0])!r}: not a pocket frame")
+    if f[1] != VERSION:
+        raise VersionError(f"protocol version {f[1]} is not supported (this side: {VERSION})")
+    # Wire order minus magic, version and the two reserved fields.
+    return _make_response_header(f[2:4] + f[5:6] + f[7:])
 
 
 # -- structured bodies -------------------------------------------------------------------------

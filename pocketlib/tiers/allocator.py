@@ -53,16 +53,26 @@ class Allocator:
 
     def allocate(self, nbytes: int) -> int | None:
         """Start of a contiguous block of ``rounded(nbytes)`` bytes, or None if none is free."""
-        need = self.rounded(nbytes)
+        align = self.align
+        need = -(-nbytes // align) * align
         if need == 0:
             return 0
-        i = bisect_left(self._sizes, (need, -1))
-        if i == len(self._sizes):
+        sizes = self._sizes
+        i = bisect_left(sizes, (need, -1))
+        if i == len(sizes):
             return None
-        size, start = self._sizes[i]
-        self._remove_free(start, size)
+        size, start = sizes[i]
+        del sizes[i]
+        by_start = self._by_start
+        del by_start[start]
         if size > need:
-            self._add_free(start + need, size - need)
+            # Keep the tail of the block free: its end entry stays, pointing at the new start.
+            rest = start + need
+            by_start[rest] = size - need
+            self._by_end[start + size] = rest
+            insort(sizes, (size - need, rest))
+        else:
+            del self._by_end[start + size]
         self.used += need
         return start
 

@@ -21,7 +21,7 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from ..errors import ConfigError
 
@@ -49,9 +49,8 @@ class Capabilities:
     zero_copy: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectMeta:
-    """What a node knows about a stored object."""
+class ObjectMeta(NamedTuple):
+    """What a node knows about a stored object (a tuple: built on every put)."""
 
     size: int
     checksum: int
@@ -84,13 +83,16 @@ class Lease:
     meta: ObjectMeta
     #: Read-only buffers whose lengths add up to ``meta.size``.
     buffers: list[memoryview]
-    _release: Callable[[], None] | None = None
+    #: Called once with ``_handle`` on release (the driver's bookkeeping).
+    _release: Callable[[Any], None] | None = None
+    _handle: Any = None
 
     def release(self) -> None:
         """Let the tier reclaim the object's space if it was deleted meanwhile."""
-        if self._release is not None:
-            release, self._release = self._release, None
-            release()
+        release = self._release
+        if release is not None:
+            self._release = None
+            release(self._handle)
 
     def __enter__(self) -> Lease:
         return self

@@ -68,6 +68,9 @@ class DramTier(IndexedTier):
         return cls(capacity)
 
     def _medium_allocate(self, nbytes: int) -> tuple[Any, int] | None:
+        start = self._allocator.allocate(nbytes)
+        if start is not None:  # the common case: one block
+            return ([(start, nbytes)] if nbytes else []), self._allocator.rounded(nbytes)
         extents = self._allocator.allocate_extents(nbytes)
         if extents is None:
             return None
@@ -83,6 +86,9 @@ class DramTier(IndexedTier):
 
     def _medium_buffers(self, loc: Any, nbytes: int, writable: bool) -> list[memoryview]:
         view = self._view if writable else self._ro_view
+        if len(loc) == 1:
+            start, length = loc[0]
+            return [view[start : start + length]]
         return [view[start : start + length] for start, length in loc]
 
     @property

@@ -83,15 +83,17 @@ class IndexedTier(TierDriver):
         if nbytes < 0:
             raise ValueError("negative size")
         with self._lock:
-            got = self._medium_allocate(nbytes) if nbytes <= self._capacity - self._used else None
+            free = self._capacity - self._used
+            got = self._medium_allocate(nbytes) if nbytes <= free else None
             if got is None:
                 raise CapacityError(
                     f"{self.name} tier is full: {nbytes} bytes requested, "
-                    f"{self._capacity - self._used} of {self._capacity} free"
+                    f"{free} of {self._capacity} free"
                 )
             loc, charged = got
             self._used += charged
-            self._peak = max(self._peak, self._used)
+            if self._used > self._peak:
+                self._peak = self._used
         return Reservation(nbytes, self._medium_buffers(loc, nbytes, True), charged, loc)
 
     def abort(self, res: Reservation) -> None:
@@ -121,12 +123,12 @@ class IndexedTier(TierDriver):
         ttl: float | None = None,
     ) -> ObjectMeta:
         now = time.time()
+        expires = now + ttl if ttl else 0.0
         with self._lock:
             if res.done:
                 raise ValueError("reservation already committed or aborted")
             res.done = True
             self._version += 1
-            expires = now + ttl if ttl else 0.0
             meta = ObjectMeta(res.size, checksum, flags, self._version, now, expires)
             index = self._jobs.get(job)
             if index is None:
@@ -134,10 +136,9 @@ class IndexedTier(TierDriver):
             old = index.objects.get(key)
             if old is None:
                 index.sorted_keys = None
-                self._objects += 1
             else:
                 self._unlink(index, old)
-                self._objects += 1
+            self._objects += 1
             index.objects[key] = _Stored(meta, res.loc, res.charged, job)
             index.used += res.charged
             if expires:
@@ -151,7 +152,7 @@ class IndexedTier(TierDriver):
             if take:
                 self._remove(job, key)
         views = self._medium_buffers(stored.loc, stored.meta.size, False)
-        return Lease(stored.meta, views, lambda: self._release(stored))
+        return Lease(stored.meta, views, self._release, stored)
 
     def stat(self, job: str, key: str) -> ObjectMeta:
         with self._lock:
