@@ -18,7 +18,7 @@ import concurrent.futures as cf
 import itertools
 import multiprocessing
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,16 @@ __all__ = ["PocketShuffle", "ShuffleStore", "SortResult", "run_demo", "run_sort"
 
 RECORD = 100
 KEY = 10
+
+# Bytes moved through the store so far, shared with the forked workers (set by run_sort
+# before the pool forks them, so they inherit it).
+_moved: Any = None
+
+
+def _count_moved(n: int) -> None:
+    if _moved is not None:
+        with _moved.get_lock():
+            _moved.value += n
 
 
 class ShuffleStore(abc.ABC):
@@ -159,6 +169,7 @@ def _map_task(store: ShuffleStore, m: int, n_records: int, reducers: int, seed: 
         store.put(f"shuffle/m{m}/r{r}", chunk)
         io += time.perf_counter() - t
         written += len(chunk)
+        _count_moved(len(chunk))
     return TaskResult(n_records, _key_sum(hi), io, written)
 
 
@@ -173,6 +184,7 @@ def _reduce_task(store: ShuffleStore, r: int, mappers: int, reducers: int) -> Ta
         data = store.take(f"shuffle/m{m}/r{r}")
         io += time.perf_counter() - t
         read += len(data)
+        _count_moved(len(data))
         parts.append(np.frombuffer(data, dtype=np.uint8))
     records = np.concatenate(parts).reshape(-1, RECORD) if parts else np.empty((0, RECORD))
     hi, lo = _key_parts(records)
@@ -197,23 +209,32 @@ def run_sort(
     reducers: int = 8,
     *,
     seed: int = 42,
-    on_task: Callable[[str], None] | None = None,
+    on_progress: Callable[[str, int], None] | None = None,
 ) -> SortResult:
-    """Run the sort through ``store`` with mapper and reducer processes; verify the output."""
+    """Run the sort through ``store`` with mapper and reducer processes; verify the output.
+
+    ``on_progress(stage, bytes_moved)`` is called about ten times a second with the bytes
+    written to and read from the store so far.
+    """
+    global _moved
     n_records = total // RECORD
     per_map = [n_records // mappers + (1 if m < n_records % mappers else 0) for m in range(mappers)]
     # fork: workers start in milliseconds, and it exercises the client's fork safety.
     ctx = multiprocessing.get_context("fork")
+    _moved = ctx.Value("q", 0)
     start = time.perf_counter()
-    with cf.ProcessPoolExecutor(max_workers=max(mappers, reducers), mp_context=ctx) as pool:
-        maps = [
-            pool.submit(_map_task, store, m, per_map[m], reducers, seed) for m in range(mappers)
-        ]
-        map_results = list(_as_done(maps, "map", on_task))
-        map_done = time.perf_counter()
-        reds = [pool.submit(_reduce_task, store, r, mappers, reducers) for r in range(reducers)]
-        red_results = [f.result() for f in _collect(reds, "reduce", on_task)]
-    end = time.perf_counter()
+    try:
+        with cf.ProcessPoolExecutor(max_workers=max(mappers, reducers), mp_context=ctx) as pool:
+            maps = [
+                pool.submit(_map_task, store, m, per_map[m], reducers, seed) for m in range(mappers)
+            ]
+            map_results = _wait(maps, "map", on_progress)
+            map_done = time.perf_counter()
+            reds = [pool.submit(_reduce_task, store, r, mappers, reducers) for r in range(reducers)]
+            red_results = _wait(reds, "reduce", on_progress)
+        end = time.perf_counter()
+    finally:
+        _moved = None
 
     problems: list[str] = []
     if sum(t.records for t in red_results) != n_records:
@@ -240,21 +261,20 @@ def run_sort(
     )  # fmt: skip
 
 
-def _as_done(
-    futures: list[cf.Future[TaskResult]], stage: str, on_task: Callable[[str], None] | None
-) -> Iterator[TaskResult]:
-    for f in _collect(futures, stage, on_task):
-        yield f.result()
-
-
-def _collect(
-    futures: list[cf.Future[TaskResult]], stage: str, on_task: Callable[[str], None] | None
-) -> list[cf.Future[TaskResult]]:
-    for f in cf.as_completed(futures):
-        f.result()  # raise a task's error at once
-        if on_task:
-            on_task(stage)
-    return futures
+def _wait(
+    futures: list[cf.Future[TaskResult]],
+    stage: str,
+    on_progress: Callable[[str, int], None] | None,
+) -> list[TaskResult]:
+    """Results in submission order; a task's error is raised as soon as it happens."""
+    pending = set(futures)
+    while pending:
+        done, pending = cf.wait(pending, timeout=0.1, return_when=cf.FIRST_EXCEPTION)
+        for f in done:
+            f.result()
+        if on_progress is not None and _moved is not None:
+            on_progress(stage, _moved.value)
+    return [f.result() for f in futures]
 
 
 def run_demo(
@@ -274,9 +294,9 @@ def run_demo(
     with NodeProcess("dram", cap) as node:
         print(f"  storage node: dram tier, {format_size(cap)}, at {node.address} (pid {node.pid})")
         store = PocketShuffle([str(node.address)], job="demo-sort")
-        bar = _progress_bar(mappers + reducers, progress)
+        bar = _progress_bar(2 * (total // RECORD) * RECORD, progress)
         try:
-            result = run_sort(store, total, mappers, reducers, on_task=bar.step)
+            result = run_sort(store, total, mappers, reducers, on_progress=bar.update)
         finally:
             bar.close()
             store.cleanup()
@@ -303,7 +323,7 @@ def _print_summary(r: SortResult) -> None:
 
 
 class _progress_bar:
-    """A tqdm bar when tqdm is installed and wanted, else quiet."""
+    """A tqdm bar of bytes shuffled when tqdm is installed and wanted, else quiet."""
 
     def __init__(self, total: int, enabled: bool) -> None:
         self._bar: Any = None
@@ -312,12 +332,15 @@ class _progress_bar:
                 from tqdm import tqdm
             except ImportError:
                 return
-            self._bar = tqdm(total=total, unit="task", desc="  map+reduce", leave=False)
+            self._bar = tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="  shuffle",
+                leave=False,
+            )  # fmt: skip
 
-    def step(self, stage: str) -> None:
+    def update(self, stage: str, moved: int) -> None:
         if self._bar is not None:
-            self._bar.set_postfix_str(stage)
-            self._bar.update(1)
+            self._bar.set_description_str(f"  {stage}", refresh=False)
+            self._bar.update(moved - self._bar.n)
 
     def close(self) -> None:
         if self._bar is not None:
