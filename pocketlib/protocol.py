@@ -269,26 +269,8 @@ def encode_request(
         raise ProtocolError(f"job name is {len(job)} bytes; the limit is {MAX_JOB_BYTES}")
     if len(token) > 255:
         raise ProtocolError("token longer than 255 bytes")
-    return (
-        REQUEST_HEADER.pack(
-            MAGIC,
-            VERSION,
-            op,
-            flags,
-            len(key),
-            request_id,
-            len(job),
-            len(token),
-            0,
-            offset,
-            length,
-            ttl_ms,
-            arg,
-            value_checksum,
-        )
-        + job
-        + token
-        + key
+    return pack_request(
+        op, request_id, flags, job, token, key, offset, length, ttl_ms, arg, value_checksum
     )
 
 
