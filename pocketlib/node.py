@@ -249,8 +249,7 @@ class StorageNode:
             return  # peer vanished; what it was sending is aborted below
         finally:
             for up in uploads.values():
-                for res in up.parts:
-                    self.tier.abort(res)
+                self._abort_upload(up)
             with self._lock:
                 self._conns.discard(conn)
                 self._live_stats.discard(stats)
@@ -314,11 +313,17 @@ class StorageNode:
                 # Refused before its value was read: read past it to stay in step.
                 self._drain(rfile, h.length)
                 if op == _STREAM_PUT:
-                    up = uploads.get(h.request_id)
-                    if up is not None and h.flags & Flag.MORE:
+                    up = uploads.pop(h.request_id, None)
+                    if h.flags & Flag.MORE:
+                        # Answer once, to the last chunk; read the chunks in between.
+                        if up is None:
+                            up = _Upload(job, key, 0, 0)
                         up.error = up.error or exc
-                        return  # reported when the last chunk arrives
-                    uploads.pop(h.request_id, None)
+                        uploads[h.request_id] = up
+                        return
+                    if up is not None:
+                        self._abort_upload(up)
+                        exc = up.error or exc
             self._reply_error(conn, h.request_id, exc)
 
     def _get(self, conn: socket.socket, h: RequestHeader, job: str, key: str) -> None:
@@ -411,8 +416,7 @@ class StorageNode:
             return
         del uploads[h.request_id]
         if up.error is not None:
-            for part in up.parts:
-                self.tier.abort(part)
+            self._abort_upload(up)
             self._reply_error(conn, h.request_id, up.error)
             return
         res = self.tier.join(up.parts)
@@ -421,6 +425,11 @@ class StorageNode:
             ttl=up.ttl_ms / 1000 if up.ttl_ms else None,
         )  # fmt: skip
         conn.sendall(encode_response(h.request_id, size=meta.size, version=meta.version))
+
+    def _abort_upload(self, up: _Upload) -> None:
+        for part in up.parts:
+            self.tier.abort(part)
+        up.parts.clear()
 
     def _multi_put(
         self, conn: socket.socket, rfile: io.BufferedReader, h: RequestHeader, job: str
