@@ -26,7 +26,7 @@ def _node(args: argparse.Namespace) -> int:
     node = StorageNode(driver, args.host, args.port, secret=secret.encode() if secret else None)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        node._stopping.set()
+        node.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -42,6 +42,7 @@ from .protocol import (
     encode_request,
     pack_request,
     validate_key,
+    validate_prefix,
 )
 from .routing import WeightedRendezvous
 from .streams import ObjectReader, ObjectWriter
@@ -299,7 +300,7 @@ class Job:
     # -- many objects -------------------------------------------------------------------------
     def list(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[str]:
         """Keys starting with ``prefix``, in sorted order, fetched a page at a time."""
-        raw_prefix = prefix.encode()
+        raw_prefix = validate_prefix(prefix)
         streams = [self._list_node(node, raw_prefix, page_size) for node in self.router.nodes]
         return heapq.merge(*streams)
 
@@ -315,7 +316,7 @@ class Job:
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key starting with ``prefix``; returns how many were deleted."""
-        raw = prefix.encode()
+        raw = validate_prefix(prefix)
         return sum(self._call(node, Op.DELETE_PREFIX, raw)[0].size for node in self.router.nodes)
 
     def put_many(
@@ -325,15 +326,35 @@ class Job:
 
         Raises the first error after trying every item; items that succeeded stay stored.
         """
+        ttl_ms = _ttl_ms(ttl) if ttl is not None else 0
         per_node: dict[str, list[Entry]] = defaultdict(list)
+        large: list[tuple[str, Entry]] = []
         for key, data in items.items():
             node, raw = self._route(key)
             view, flags = _prepare_value(data, compress)
-            per_node[node].append(Entry(raw, view, 0, flags, checksum(view)))
+            entry = Entry(raw, view, 0, flags, checksum(view))
+            if len(view) > _BATCH_BYTES:  # a value larger than a batch travels alone
+                large.append((node, entry))
+            else:
+                per_node[node].append(entry)
+        first_error: PocketError | None = None
         for node, entries in per_node.items():
-            for result in self._pipeline(node, Op.MULTI_PUT, entries, ttl_ms=_ttl_ms(ttl)):
-                if result.status:
-                    raise error_for_status(result.status, bytes(result.value).decode())
+            try:
+                for result in self._pipeline(node, Op.MULTI_PUT, entries, ttl_ms=ttl_ms):
+                    if result.status and first_error is None:
+                        first_error = error_for_status(result.status, bytes(result.value).decode())
+            except PocketError as exc:  # this node failed; the others still get their items
+                first_error = first_error or exc
+        for node, e in large:
+            try:
+                self.client.call(
+                    node, _PUT, self._job, self._tokens[node], e.key, body=(e.value,),
+                    flags=e.flags, ttl_ms=ttl_ms, value_checksum=e.checksum,
+                )  # fmt: skip
+            except PocketError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
 
     def get_many(self, keys: Iterable[str], *, delete_after_read: bool = False) -> dict[str, bytes]:
         """Values of the keys that exist (missing keys are left out), batched and pipelined."""

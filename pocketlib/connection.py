@@ -14,27 +14,27 @@ of sharing the parent's.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import socket
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import cast
 
 from .config import Address, Timeouts
 from .errors import (
     ChecksumError,
+    InvalidKeyError,
     PocketError,
     ProtocolError,
     TransportError,
     error_for_status,
 )
 from .protocol import RESPONSE_HEADER, ResponseHeader, checksum, unpack_response
-from .transport import map_os_error, send_buffers, translate_os_errors, tune_socket
+from .transport import map_os_error, send_buffers, socket_reader, translate_os_errors, tune_socket
 
 __all__ = ["Connection", "NodePool"]
 
 _READ_BUFFER = 256 * 1024
+_CONNECTION_ENDING = (TransportError, ProtocolError, InvalidKeyError)
 _DRAIN_CHUNK = 1 << 20
 
 
@@ -49,7 +49,7 @@ class Connection:
                 (address.host, address.port), timeout=timeouts.connect
             )
         tune_socket(self.sock, timeouts.io)
-        self._rfile = cast(io.BufferedReader, self.sock.makefile("rb", buffering=_READ_BUFFER))
+        self._rfile = socket_reader(self.sock, _READ_BUFFER)
         self._header = bytearray(RESPONSE_HEADER.size)
         self._next_id = 0
         self.reused = False
@@ -176,7 +176,9 @@ class NodePool:
 
     def discard_or_release(self, conn: Connection, exc: BaseException) -> None:
         """After ``exc`` broke an exchange: keep ``conn`` only if it is still in step."""
-        if isinstance(exc, PocketError) and not isinstance(exc, (TransportError, ProtocolError)):
+        # The node hangs up after a frame it cannot parse (ProtocolError, VersionError,
+        # InvalidKeyError); other errors it answers and keeps serving the connection.
+        if isinstance(exc, PocketError) and not isinstance(exc, _CONNECTION_ENDING):
             self.release(conn)  # the node answered with an error: still in step
         else:
             conn.close()

@@ -25,13 +25,14 @@ import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import xxhash
 
 from .config import Address
 from .errors import (
     InvalidKeyError,
+    NotFoundError,
     PocketError,
     ProtocolError,
     RequestError,
@@ -58,8 +59,8 @@ from .protocol import (
     encode_response,
     unpack_request,
 )
-from .tiers.base import Lease, Reservation, TierDriver
-from .transport import send_buffers, tune_socket
+from .tiers.base import Lease, ObjectMeta, Reservation, TierDriver
+from .transport import send_buffers, socket_reader, tune_socket
 
 __all__ = ["StorageNode"]
 
@@ -72,7 +73,8 @@ _GET, _PUT, _MULTI_GET, _MULTI_PUT, _STREAM_PUT, _LIST = (
     int(Op.GET), int(Op.PUT), int(Op.MULTI_GET), int(Op.MULTI_PUT), int(Op.STREAM_PUT),
     int(Op.LIST),
 )  # fmt: skip
-_VALUE_OPS = frozenset({_PUT, _STREAM_PUT, _MULTI_PUT})
+_VALUE_OPS = frozenset({_PUT, _STREAM_PUT})
+_META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT})
 _pack_response = RESPONSE_HEADER.pack
 _DELETE_AFTER_READ, _RANGE = Flag.DELETE_AFTER_READ, Flag.RANGE
 _JOIN_LIMIT = 16 * 1024
@@ -128,6 +130,7 @@ class StorageNode:
         self._jobs: dict[str, bytes] = {}  # open jobs and their tokens
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._stop_requested = threading.Event()
         self._conns: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._tls = threading.local()
@@ -150,16 +153,22 @@ class StorageNode:
         return self
 
     def serve_forever(self) -> None:
-        """Serve until :meth:`stop` is called (from a signal handler or another thread)."""
+        """Serve until :meth:`request_stop` (or :meth:`stop`) is called, then stop."""
         if not self._threads:
             self.start()
-        self._stopping.wait()
+        self._stop_requested.wait()
+        self.stop()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to stop; safe to call from a signal handler."""
+        self._stop_requested.set()
 
     def stop(self) -> None:
         """Stop accepting, close every connection, release the tier. Idempotent."""
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self._stop_requested.set()
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
@@ -226,7 +235,7 @@ class StorageNode:
             self.tier.expire(time.time())
 
     def _serve(self, conn: socket.socket) -> None:
-        rfile = cast(io.BufferedReader, conn.makefile("rb", buffering=256 * 1024))
+        rfile = socket_reader(conn)
         uploads: dict[int, _Upload] = {}
         stats = self._tls.stats = _ConnStats()
         with self._lock:
@@ -286,6 +295,9 @@ class StorageNode:
         if op not in _OP_NAMES:
             raise ProtocolError(f"unknown opcode {op}")
         self._tls.stats.ops[op] += 1
+        # Bodies that are not values are read before anything can refuse the request, so a
+        # refusal never leaves them in the stream.
+        body = _read_meta_body(rfile, h) if op in _META_BODY_OPS else b""
         try:
             if op not in _OPS_WITHOUT_JOB:
                 expected = self._jobs.get(job)
@@ -298,13 +310,12 @@ class StorageNode:
             elif op == _PUT:
                 self._put(conn, rfile, h, job, key)
             elif op == _MULTI_GET:
-                self._multi_get(conn, h, job, _read_meta_body(rfile, h))
+                self._multi_get(conn, h, job, body)
             elif op == _MULTI_PUT:
-                self._multi_put(conn, rfile, h, job)
+                self._multi_put(conn, h, job, body)
             elif op == _STREAM_PUT:
                 self._stream_put(conn, rfile, h, job, key, uploads)
             else:
-                body = _read_meta_body(rfile, h) if op == _LIST else b""
                 self._simple(conn, h, job, key, body)
         except ProtocolError:
             raise
@@ -329,7 +340,12 @@ class StorageNode:
     def _get(self, conn: socket.socket, h: RequestHeader, job: str, key: str) -> None:
         _check_key(key)
         flags = h.flags
-        lease = self.tier.lease(job, key, take=bool(flags & _DELETE_AFTER_READ))
+        try:
+            lease = self.tier.lease(job, key, take=bool(flags & _DELETE_AFTER_READ))
+        except NotFoundError:
+            if flags & _RANGE and h.arg:  # a reader pinned to a version that is gone
+                raise _conflict(key) from None
+            raise
         try:
             meta = lease.meta
             buffers = lease.buffers
@@ -363,10 +379,14 @@ class StorageNode:
         _check_key(key)
         res = self.tier.reserve(h.length)
         self._receive_into(rfile, res)
-        meta = self.tier.commit(
-            res, job, key, checksum=h.checksum, flags=h.flags & Flag.LZ4,
-            ttl=h.ttl_ms / 1000 if h.ttl_ms else None,
-        )  # fmt: skip
+        try:  # the value is read: an error from here on is answered, never drained for
+            meta = self._commit(
+                res, job, key, checksum=h.checksum, flags=h.flags & Flag.LZ4,
+                ttl=h.ttl_ms / 1000 if h.ttl_ms else None,
+            )  # fmt: skip
+        except PocketError as exc:
+            self._reply_error(conn, h.request_id, exc)
+            return
         conn.sendall(
             _pack_response(MAGIC, VERSION, 0, 0, 0, h.request_id, 0, 0, 0, meta.size, meta.version)
         )
@@ -420,10 +440,14 @@ class StorageNode:
             self._reply_error(conn, h.request_id, up.error)
             return
         res = self.tier.join(up.parts)
-        meta = self.tier.commit(
-            res, job, key, checksum=h.arg, flags=up.flags,
-            ttl=up.ttl_ms / 1000 if up.ttl_ms else None,
-        )  # fmt: skip
+        try:
+            meta = self._commit(
+                res, job, key, checksum=h.arg, flags=up.flags,
+                ttl=up.ttl_ms / 1000 if up.ttl_ms else None,
+            )  # fmt: skip
+        except PocketError as exc:
+            self._reply_error(conn, h.request_id, exc)
+            return
         conn.sendall(encode_response(h.request_id, size=meta.size, version=meta.version))
 
     def _abort_upload(self, up: _Upload) -> None:
@@ -431,17 +455,26 @@ class StorageNode:
             self.tier.abort(part)
         up.parts.clear()
 
-    def _multi_put(
-        self, conn: socket.socket, rfile: io.BufferedReader, h: RequestHeader, job: str
-    ) -> None:
-        body = _read_meta_body(rfile, h)
+    def _commit(
+        self, res: Reservation, job: str, key: str, *, checksum: int, flags: int, ttl: float | None
+    ) -> ObjectMeta:
+        """Commit unless the job was deleted while the value was arriving."""
+        with self._lock:  # JOB_DELETE holds it too: no object outlives its job
+            if job not in self._jobs:
+                self.tier.abort(res)
+                raise UnknownJobError(f"job {job!r} was deleted while {key!r} was being put")
+            return self.tier.commit(res, job, key, checksum=checksum, flags=flags, ttl=ttl)
+
+    def _multi_put(self, conn: socket.socket, h: RequestHeader, job: str, body: bytes) -> None:
         results: list[Entry] = []
         ttl = h.ttl_ms / 1000 if h.ttl_ms else None
         for e in decode_entries(body):
             try:
                 key = e.key.decode("utf-8")
                 _check_key(key)
-                meta = self.tier.put(job, key, e.value, checksum=e.checksum, flags=e.flags, ttl=ttl)
+                res = self.tier.reserve(len(e.value))
+                res.fill(e.value)
+                meta = self._commit(res, job, key, checksum=e.checksum, flags=e.flags, ttl=ttl)
                 results.append(Entry(e.key, b"", 0, 0, meta.version))
             except (PocketError, UnicodeDecodeError) as exc:
                 results.append(_error_entry(e.key, exc))
@@ -511,9 +544,9 @@ class StorageNode:
             with self._lock:
                 self._jobs[job] = out
         elif op == Op.JOB_DELETE:
-            size = self.tier.delete_job(job)
             with self._lock:
                 self._jobs.pop(job, None)
+                size = self.tier.delete_job(job)
         elif op == Op.STATS:
             out = encode_json(self.stats())
         head = encode_response(h.request_id, flags=flags, length=len(out), size=size)

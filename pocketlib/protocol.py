@@ -65,6 +65,7 @@ __all__ = [
     "unpack_request",
     "unpack_response",
     "validate_key",
+    "validate_prefix",
 ]
 
 #: What pocketlib accepts as a value.
@@ -222,6 +223,19 @@ def validate_key(key: str) -> bytes:
         raise InvalidKeyError("keys must not be empty")
     if len(raw) > MAX_KEY_BYTES:
         raise InvalidKeyError(f"key is {len(raw)} bytes; the limit is {MAX_KEY_BYTES}")
+    return raw
+
+
+def validate_prefix(prefix: str) -> bytes:
+    """The UTF-8 bytes of a key prefix (may be empty), or InvalidKeyError if too long."""
+    if not isinstance(prefix, str):
+        raise InvalidKeyError(f"prefixes are str, not {type(prefix).__name__}")
+    try:
+        raw = prefix.encode()
+    except UnicodeEncodeError:
+        raise InvalidKeyError(f"prefix {prefix!r} is not valid Unicode") from None
+    if len(raw) > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"prefix is {len(raw)} bytes; the limit is {MAX_KEY_BYTES}")
     return raw
 
 

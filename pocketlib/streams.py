@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import xxhash
 
 from .connection import Connection, NodePool
-from .errors import ChecksumError, PocketError
+from .errors import ChecksumError, ConflictError, PocketError
 from .protocol import Flag, Op, ResponseHeader, checksum, encode_request
 
 if TYPE_CHECKING:
@@ -158,11 +158,27 @@ class ObjectReader(io.RawIOBase):
         return new
 
     def readinto(self, buffer: AnyBuffer) -> int:
-        """Fill ``buffer`` from the current position; 0 at the end."""
+        """Fill ``buffer`` from the current position, ``chunk_size`` bytes per request.
+
+        Returns the bytes read: fewer than the buffer holds only at the end of the value.
+        """
         target = memoryview(buffer).cast("B")
-        want = min(len(target), self.size - self._pos)
-        if want <= 0:
-            return 0
+        total = 0
+        while total < len(target) and self._pos < self.size:
+            want = min(len(target) - total, self.size - self._pos, self._chunk_size)
+            total += self._fetch(target[total : total + want])
+        return total
+
+    def readall(self) -> bytes:
+        """The rest of the value."""
+        out = bytearray(max(0, self.size - self._pos))
+        n = self.readinto(out)
+        del out[n:]
+        return bytes(out)
+
+    def _fetch(self, target: memoryview) -> int:
+        """One ranged GET of ``len(target)`` bytes at the current position, pinned to the
+        version the reader started with."""
 
         def read(conn: Connection, h: ResponseHeader) -> int:
             conn.read_into(target[: h.length])
@@ -172,9 +188,11 @@ class ObjectReader(io.RawIOBase):
 
         _, got = self._client.call(
             self._node, Op.GET, self._job, self._token, self._key, flags=Flag.RANGE,
-            offset=self._pos, length=want, arg=self._version, read=read,
+            offset=self._pos, length=len(target), arg=self._version, read=read,
         )  # fmt: skip
         n = int(got)
+        if n == 0:
+            raise ConflictError(f"{self._key!r} shrank while it was being read")
         if self._hash is not None:
             self._hash.update(target[:n])
         self._pos += n

@@ -7,13 +7,20 @@ PocketError subclasses; nothing else in pocketlib catches ``OSError`` to re-rais
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import struct
 from collections.abc import Iterator, Sequence
 
 from .errors import ConnectError, PocketTimeoutError, TransportError
 
-__all__ = ["map_os_error", "send_buffers", "translate_os_errors", "tune_socket"]
+__all__ = [
+    "map_os_error",
+    "send_buffers",
+    "socket_reader",
+    "translate_os_errors",
+    "tune_socket",
+]
 
 _IOV_MAX = 512  # below the kernel's 1024 vectors per sendmsg
 _JOIN_LIMIT = 16 * 1024
@@ -34,6 +41,28 @@ def tune_socket(sock: socket.socket, io_timeout: float | None = None) -> None:
         timeval = struct.pack("ll", sec, int((io_timeout - sec) * 1e6))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+class _SocketRaw(io.RawIOBase):
+    """A raw reader whose ``readinto`` *is* the socket's C ``recv_into``.
+
+    ``socket.makefile`` wraps the socket in a Python-level reader that costs a frame per read
+    and turns a kernel receive timeout (EAGAIN) into a short read, indistinguishable from the
+    peer closing. Here the buffered reader calls ``recv_into`` directly and a timeout raises.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.readinto = sock.recv_into  # type: ignore[method-assign]
+
+    def readable(self) -> bool:
+        return True
+
+
+def socket_reader(sock: socket.socket, buffer_size: int = 256 * 1024) -> io.BufferedReader:
+    """A buffered reader over ``sock``: ``read(n)`` fills its result in place, and large
+    ``readinto`` calls receive straight into the caller's buffer."""
+    return io.BufferedReader(_SocketRaw(sock), buffer_size)
 
 
 def send_buffers(sock: socket.socket, parts: Sequence[bytes | bytearray | memoryview]) -> None:

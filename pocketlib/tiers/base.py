@@ -75,6 +75,14 @@ class Reservation:
     loc: Any = None
     done: bool = False
 
+    def fill(self, data: bytes | bytearray | memoryview) -> None:
+        """Copy a value held in memory into the reserved buffers."""
+        view = memoryview(data).cast("B")
+        pos = 0
+        for buf in self.buffers:
+            buf[:] = view[pos : pos + len(buf)]
+            pos += len(buf)
+
 
 @dataclass(slots=True)
 class Lease:
@@ -234,10 +242,7 @@ class TierDriver(abc.ABC):
         view = memoryview(data).cast("B")
         res = self.reserve(len(view))
         try:
-            pos = 0
-            for buf in res.buffers:
-                buf[:] = view[pos : pos + len(buf)]
-                pos += len(buf)
+            res.fill(view)
         except BaseException:
             self.abort(res)
             raise

@@ -1,0 +1,77 @@
+"""Shared fixtures: real storage nodes in child processes, and a fresh job per test."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import pocketlib
+from pocketlib.cluster import NodeProcess
+from pocketlib.errors import AccessError
+
+
+def stop_node(proc: NodeProcess) -> None:
+    """Stop a node this session started, and remove any shared-memory arena it left behind.
+
+    (Whether a node removes its own arena on SIGTERM is checked by test_cli.py; here the
+    point is only not to leak /dev/shm space across test runs.)
+    """
+    proc.stop()
+    for path in glob.glob(f"/dev/shm/pocket-{proc.pid}-*"):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+@pytest.fixture(scope="session")
+def node() -> Iterator[NodeProcess]:
+    """One DRAM node of 256 MiB for the whole session, stopped by its PID at the end."""
+    proc = NodeProcess("dram", "256MiB")
+    try:
+        yield proc
+    finally:
+        stop_node(proc)
+
+
+@pytest.fixture(scope="session")
+def two_nodes() -> Iterator[list[NodeProcess]]:
+    """Two DRAM nodes of 64 MiB each, for routing over several nodes."""
+    procs: list[NodeProcess] = []
+    try:
+        for _ in range(2):
+            procs.append(NodeProcess("dram", "64MiB"))
+        yield procs
+    finally:
+        for proc in procs:
+            stop_node(proc)
+
+
+@pytest.fixture(scope="session")
+def small_node() -> Iterator[NodeProcess]:
+    """A DRAM node of only 8 MiB, for filling a tier up."""
+    proc = NodeProcess("dram", "8MiB")
+    try:
+        yield proc
+    finally:
+        stop_node(proc)
+
+
+def unique_job(prefix: str = "t") -> str:
+    """A job name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def job(node: NodeProcess) -> Iterator[pocketlib.Job]:
+    """A fresh job on the session node, purged and closed after the test."""
+    handle = pocketlib.connect([str(node.address)], job=unique_job())
+    try:
+        yield handle
+    finally:
+        with contextlib.suppress(AccessError):
+            handle.purge()
+        handle.close()
