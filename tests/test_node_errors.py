@@ -422,7 +422,7 @@ def test_a_put_in_flight_when_its_job_is_purged_leaves_nothing(
         token = j._tokens[str(node.address)]
         value = b"v" * (2 * MiB)
         head = encode_request(Op.PUT, 1, name.encode(), token, b"straggler", length=len(value))
-        raw.sendall(head + value[: MiB])  # a straggler is half-way through its upload...
+        raw.sendall(head + value[:MiB])  # a straggler is half-way through its upload...
         wait_until(lambda: tier_stats(j)["used"] >= base + 2 * MiB, what="the reservation")
         assert j.purge() == 0  # ...when the job ends
         raw.sendall(value[MiB:])

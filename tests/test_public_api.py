@@ -41,11 +41,7 @@ def test_public_names_import_from_a_fresh_interpreter() -> None:
 
 
 def test_import_is_light() -> None:
-    code = (
-        "import json, sys\n"
-        "import pocketlib\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
-    )
+    code = "import json, sys\nimport pocketlib\nprint(json.dumps(sorted(sys.modules)))\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     loaded = set(json.loads(result.stdout))
