@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from types import FrameType
 
@@ -25,14 +26,20 @@ def _node(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("POCKET_SECRET")
     node = StorageNode(driver, args.host, args.port, secret=secret.encode() if secret else None)
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        node.request_stop()
+    # The handler only records the signal: taking a lock there (Event.set) can deadlock
+    # against the main thread if the signal lands while that thread holds the same lock.
+    signals: list[int] = []
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signals.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    node.start()
     print(node.address, flush=True)
     try:
-        node.serve_forever()
+        while not signals:
+            time.sleep(0.05)
     finally:
         node.stop()
     return 0

@@ -160,7 +160,7 @@ class StorageNode:
         self.stop()
 
     def request_stop(self) -> None:
-        """Ask :meth:`serve_forever` to stop; safe to call from a signal handler."""
+        """Ask :meth:`serve_forever` to stop (from another thread, not a signal handler)."""
         self._stop_requested.set()
 
     def stop(self) -> None:
