@@ -7,6 +7,8 @@ tests and the benchmarks all start nodes this way.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import signal
 import subprocess
@@ -66,6 +68,7 @@ class NodeProcess:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+        self._remove_leftovers()
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -73,6 +76,14 @@ class NodeProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        # A node that was killed cannot unlink its shared-memory arena; its parent does, or
+        # the memory stays allocated until reboot. Only files named after this exited PID.
+        for path in glob.glob(f"/dev/shm/pocket-{self.proc.pid}-*"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def __enter__(self) -> NodeProcess:
         return self

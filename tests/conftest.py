@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -16,15 +14,9 @@ from pocketlib.errors import AccessError
 
 
 def stop_node(proc: NodeProcess) -> None:
-    """Stop a node this session started, and remove any shared-memory arena it left behind.
-
-    (Whether a node removes its own arena on SIGTERM is checked by test_cli.py; here the
-    point is only not to leak /dev/shm space across test runs.)
-    """
+    """Stop a node this session started (NodeProcess also removes an arena it left behind;
+    whether the node removes its own on SIGTERM is checked by test_cli.py)."""
     proc.stop()
-    for path in glob.glob(f"/dev/shm/pocket-{proc.pid}-*"):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 @pytest.fixture(scope="session")

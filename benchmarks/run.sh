@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The data-plane benchmark in one command: pocketlib next to a real redis-server.
+#
+#   bash benchmarks/run.sh            # full run (about 5 minutes on 2 cores)
+#   bash benchmarks/run.sh --quick    # smoke run (under a minute)
+#
+# Installs what is missing (redis-server from Debian, the project's `bench` extra), then runs
+# benchmarks/dataplane.py with the arguments given; the markdown report is printed and written
+# to benchmarks/results/dataplane-<date>.md.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python}"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "run.sh: installing redis-server" >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+    $SUDO apt-get update
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+    # The package's service is not needed: the benchmark starts its own servers.
+    $SUDO service redis-server stop >/dev/null 2>&1 || true
+fi
+
+# The bench extra, and pocketlib installed from this checkout.
+if ! "$PYTHON" - "$ROOT" >/dev/null 2>&1 <<'PY'
+import os, sys
+import hiredis, numpy, pytest_benchmark, redis, tqdm  # noqa: F401
+import pocketlib
+assert os.path.realpath(pocketlib.__file__).startswith(os.path.realpath(sys.argv[1]) + os.sep)
+PY
+then
+    echo "run.sh: pip install -e '.[bench]'" >&2
+    "$PYTHON" -m pip install -q -e '.[bench]'
+fi
+
+mkdir -p benchmarks/results
+ARGS=""
+if [ "$#" -gt 0 ]; then ARGS="$(printf ' %q' "$@")"; fi
+export POCKET_BENCH_COMMAND="bash benchmarks/run.sh${ARGS}"
+exec "$PYTHON" benchmarks/dataplane.py "$@"
