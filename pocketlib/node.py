@@ -76,7 +76,9 @@ _GET, _PUT, _MULTI_GET, _MULTI_PUT, _STREAM_PUT, _LIST = (
 _VALUE_OPS = frozenset({_PUT, _STREAM_PUT})
 _META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT})
 _pack_response = RESPONSE_HEADER.pack
-_DELETE_AFTER_READ, _RANGE = Flag.DELETE_AFTER_READ, Flag.RANGE
+_DELETE_AFTER_READ, _RANGE, _LZ4 = Flag.DELETE_AFTER_READ, Flag.RANGE, Flag.LZ4
+#: Values up to this size arrive with their header in one read and are stored in one step.
+_SMALL_VALUE = 16 * 1024
 _JOIN_LIMIT = 16 * 1024
 
 
@@ -377,16 +379,32 @@ class StorageNode:
         self, conn: socket.socket, rfile: io.BufferedReader, h: RequestHeader, job: str, key: str
     ) -> None:
         _check_key(key)
-        res = self.tier.reserve(h.length)
-        self._receive_into(rfile, res)
-        try:  # the value is read: an error from here on is answered, never drained for
-            meta = self._commit(
-                res, job, key, checksum=h.checksum, flags=h.flags & Flag.LZ4,
-                ttl=h.ttl_ms / 1000 if h.ttl_ms else None,
-            )  # fmt: skip
-        except PocketError as exc:
-            self._reply_error(conn, h.request_id, exc)
-            return
+        ttl = h.ttl_ms / 1000 if h.ttl_ms else None
+        if h.length <= _SMALL_VALUE:
+            # Small values are in the read buffer already: one copy, one tier call.
+            value = rfile.read(h.length)
+            if len(value) != h.length:
+                raise _Disconnected
+            try:
+                with self._lock:  # JOB_DELETE holds it too: no object outlives its job
+                    if job not in self._jobs:
+                        raise UnknownJobError(f"job {job!r} was deleted during the put")
+                    meta = self.tier.put(
+                        job, key, value, checksum=h.checksum, flags=h.flags & _LZ4, ttl=ttl
+                    )
+            except PocketError as exc:
+                self._reply_error(conn, h.request_id, exc)
+                return
+        else:
+            res = self.tier.reserve(h.length)
+            self._receive_into(rfile, res)
+            try:  # the value is read: an error from here on is answered, never drained for
+                meta = self._commit(
+                    res, job, key, checksum=h.checksum, flags=h.flags & _LZ4, ttl=ttl
+                )
+            except PocketError as exc:
+                self._reply_error(conn, h.request_id, exc)
+                return
         conn.sendall(
             _pack_response(MAGIC, VERSION, 0, 0, 0, h.request_id, 0, 0, 0, meta.size, meta.version)
         )

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import xxhash
+
 from ..errors import CapacityError, NotFoundError
 from .base import Lease, ObjectMeta, Reservation, TierDriver, TierStats
 
@@ -123,26 +125,77 @@ class IndexedTier(TierDriver):
         ttl: float | None = None,
     ) -> ObjectMeta:
         now = time.time()
-        expires = now + ttl if ttl else 0.0
         with self._lock:
             if res.done:
                 raise ValueError("reservation already committed or aborted")
             res.done = True
-            self._version += 1
-            meta = ObjectMeta(res.size, checksum, flags, self._version, now, expires)
-            index = self._jobs.get(job)
-            if index is None:
-                index = self._jobs[job] = _JobIndex()
-            old = index.objects.get(key)
-            if old is None:
-                index.sorted_keys = None
+            return self._publish(
+                job, key, res.loc, res.size, res.charged, checksum, flags, now, ttl
+            )
+
+    def put(
+        self,
+        job: str,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        *,
+        checksum: int | None = None,
+        flags: int = 0,
+        ttl: float | None = None,
+    ) -> ObjectMeta:
+        """Reserve, copy and commit under one lock: the path of small values."""
+        if checksum is None:
+            checksum = xxhash.xxh64_intdigest(data)
+        nbytes = len(data)
+        now = time.time()
+        with self._lock:
+            free = self._capacity - self._used
+            got = self._medium_allocate(nbytes) if nbytes <= free else None
+            if got is None:
+                raise CapacityError(
+                    f"{self.name} tier is full: {nbytes} bytes requested, "
+                    f"{free} of {self._capacity} free"
+                )
+            loc, charged = got
+            self._used += charged
+            if self._used > self._peak:
+                self._peak = self._used
+            bufs = self._medium_buffers(loc, nbytes, True)
+            if len(bufs) == 1:
+                bufs[0][:] = data
             else:
-                self._unlink(index, old)
-            self._objects += 1
-            index.objects[key] = _Stored(meta, res.loc, res.charged, job)
-            index.used += res.charged
-            if expires:
-                heapq.heappush(self._expiry, (expires, meta.version, job, key))
+                Reservation(nbytes, bufs, charged).fill(data)
+            return self._publish(job, key, loc, nbytes, charged, checksum, flags, now, ttl)
+
+    def _publish(
+        self,
+        job: str,
+        key: str,
+        loc: Any,
+        size: int,
+        charged: int,
+        checksum: int,
+        flags: int,
+        now: float,
+        ttl: float | None,
+    ) -> ObjectMeta:
+        """Make filled space visible as ``key`` (lock held)."""
+        self._version += 1
+        expires = now + ttl if ttl else 0.0
+        meta = ObjectMeta(size, checksum, flags, self._version, now, expires)
+        index = self._jobs.get(job)
+        if index is None:
+            index = self._jobs[job] = _JobIndex()
+        old = index.objects.get(key)
+        if old is None:
+            index.sorted_keys = None
+        else:
+            self._unlink(index, old)
+        self._objects += 1
+        index.objects[key] = _Stored(meta, loc, charged, job)
+        index.used += charged
+        if expires:
+            heapq.heappush(self._expiry, (expires, meta.version, job, key))
         return meta
 
     def lease(self, job: str, key: str, *, take: bool = False) -> Lease:
