@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import heapq
+import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from .protocol import (
 )
 from .routing import WeightedRendezvous
 from .streams import ObjectReader, ObjectWriter
+from .transport import map_os_error
 
 __all__ = ["Client", "Job", "ObjectInfo", "connect"]
 
@@ -87,6 +89,9 @@ class Client:
         self.timeouts = timeouts or Timeouts()
         addresses = [Address.parse(n) for n in nodes]
         self.pools = {str(a): NodePool(a, self.timeouts) for a in addresses}
+        # Request ids only need to differ among requests in flight on one connection; one
+        # counter per client lets a frame be built before a connection is taken.
+        self._ids = itertools.count(1)
 
     def call(
         self,
@@ -111,24 +116,46 @@ class Client:
         ``read`` consumes the response body (default: read it as bytes). A request on a pooled
         connection that the node closed while it sat idle is retried once on a fresh one.
         """
-        pool = self.pools[node]
         if body:
-            length = sum(len(b) for b in body)
-        retry = not flags & _DELETE_AFTER_READ
+            length = len(body[0]) if len(body) == 1 else sum(len(b) for b in body)
+        rid = next(self._ids) & 0xFFFFFFFF
+        head = pack_request(
+            op, rid, flags, job, token, key, offset, length, ttl_ms, arg, value_checksum
+        )
+        if not body:
+            parts: Sequence[Buffer] = (head,)
+        elif length <= _JOIN_LIMIT:
+            parts = (head + body[0],) if len(body) == 1 else (head + b"".join(body),)
+        else:
+            parts = (head, *body)
+        return self.exchange(node, parts, rid, read, retry=not flags & _DELETE_AFTER_READ)
+
+    def exchange(
+        self,
+        node: str,
+        parts: Sequence[Buffer],
+        rid: int,
+        read: Callable[[Connection, ResponseHeader], T] | None = None,
+        *,
+        retry: bool = True,
+    ) -> tuple[ResponseHeader, T | bytes]:
+        """Send one framed request (``parts``) to ``node`` and read its response.
+
+        A request on a pooled connection that the node closed while it sat idle is retried
+        once on a fresh connection when ``retry`` (the request is idempotent).
+        """
+        pool = self.pools[node]
         while True:
             conn = pool.acquire()
             try:
-                head = pack_request(
-                    op, conn.next_id(), flags, job, token, key, offset, length, ttl_ms, arg,
-                    value_checksum,
-                )  # fmt: skip
-                if not body:
-                    conn.send((head,))
-                elif length <= _JOIN_LIMIT:
-                    conn.send((head + b"".join(body),))
+                if len(parts) == 1:
+                    try:
+                        conn.sock.sendall(parts[0])
+                    except OSError as exc:
+                        raise map_os_error(exc, conn.peer) from exc
                 else:
-                    conn.send((head, *body))
-                h = conn.read_header(conn._next_id)
+                    conn.send(parts)
+                h = conn.read_header(rid)
                 result = read(conn, h) if read else conn.read_body(h.length)
             except PocketTimeoutError:
                 conn.close()
@@ -460,12 +487,14 @@ class Job:
         return f"<Job {self.name!r} on {len(self.router.nodes)} node(s)>"
 
 
-def _prepare_value(data: Buffer, compress: bool) -> tuple[memoryview, int]:
+def _prepare_value(data: Buffer, compress: bool) -> tuple[Buffer, int]:
+    if compress:
+        return lz4.block.compress(data, store_size=True), Flag.LZ4
+    if type(data) is bytes:  # the common case needs no view
+        return data, 0
     view = memoryview(data)
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
-    if compress:
-        return memoryview(lz4.block.compress(view, store_size=True)), Flag.LZ4
     return view, 0
 
 

@@ -47,6 +47,7 @@ from .protocol import (
     RESPONSE_HEADER,
     STAT_BODY,
     VERSION,
+    Buffer,
     Entry,
     Flag,
     Op,
@@ -579,9 +580,7 @@ class StorageNode:
                 encode_response(request_id, status_for_error(exc), length=len(message)) + message
             )
 
-    def _reply_parts(
-        self, conn: socket.socket, request_id: int, parts: list[bytes | memoryview]
-    ) -> None:
+    def _reply_parts(self, conn: socket.socket, request_id: int, parts: list[Buffer]) -> None:
         length = sum(len(p) for p in parts)
         send_buffers(conn, [encode_response(request_id, length=length), *parts])
 

@@ -24,6 +24,7 @@ Two ways to read frames share the parsing code below:
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import struct
 from collections.abc import Iterator, Sequence
@@ -85,8 +86,11 @@ _KEY_LEN = struct.Struct("<H")
 #: STAT response body: created and expiry times (seconds since the epoch; 0 = no expiry).
 STAT_BODY = struct.Struct("<dd")
 _pack_request_header = REQUEST_HEADER.pack
-_unpack_request_header = REQUEST_HEADER.unpack
-_unpack_response_header = RESPONSE_HEADER.unpack
+# The same layouts with magic, version and reserved fields skipped: the fields of
+# RequestHeader and ResponseHeader, in order, parsed once the 3-byte prefix is checked.
+_PREFIX = MAGIC + bytes([VERSION])
+_unpack_request_fields = struct.Struct("<3xBHHIBBxxQQQQQ").unpack
+_unpack_response_fields = struct.Struct("<3xBHxxIxxxxQQQQ").unpack
 
 #: Largest body of a frame that is not a stored value (LIST pages, STATS, errors, key lists).
 MAX_META_BODY = 64 * 1024 * 1024
@@ -172,8 +176,9 @@ class ResponseHeader(NamedTuple):
     version: int
 
 
-_make_request_header = RequestHeader._make
-_make_response_header = ResponseHeader._make
+# tuple.__new__ straight from C: NamedTuple._make and __new__ are Python functions.
+_make_request_header = functools.partial(tuple.__new__, RequestHeader)
+_make_response_header = functools.partial(tuple.__new__, ResponseHeader)
 
 
 @dataclass(slots=True)
@@ -200,7 +205,7 @@ class Entry:
     """One item of a MULTI-PUT request or a MULTI-GET / MULTI-PUT response."""
 
     key: bytes
-    value: bytes | memoryview
+    value: Buffer
     status: int = 0
     flags: int = 0
     checksum: int = 0
@@ -290,15 +295,18 @@ def encode_request(
 
 def unpack_request(data: bytes | bytearray | memoryview) -> RequestHeader:
     """Parse a request header; ProtocolError/VersionError if it is not one we speak."""
-    f = _unpack_request_header(data)
-    if f[0] != MAGIC:
-        raise ProtocolError(f"bad magic {bytes(f[0])!r}: not a pocket frame")
-    if f[1] != VERSION:
-        raise VersionError(f"protocol version {f[1]} is not supported (this side: {VERSION})")
-    if f[4] > MAX_KEY_BYTES:
-        raise InvalidKeyError(f"key is {f[4]} bytes; the limit is {MAX_KEY_BYTES}")
-    # Wire order minus magic, version and the reserved field.
-    return _make_request_header(f[2:8] + f[9:])
+    if data[:3] != _PREFIX:  # magic and version in one compare
+        _bad_prefix(data)
+    h = _make_request_header(_unpack_request_fields(data))
+    if h.key_len > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"key is {h.key_len} bytes; the limit is {MAX_KEY_BYTES}")
+    return h
+
+
+def _bad_prefix(data: bytes | bytearray | memoryview) -> None:
+    if len(data) < 3 or bytes(data[:2]) != MAGIC:
+        raise ProtocolError(f"bad magic {bytes(data[:2])!r}: not a pocket frame")
+    raise VersionError(f"protocol version {data[2]} is not supported (this side: {VERSION})")
 
 
 def encode_response(
@@ -319,13 +327,9 @@ def encode_response(
 
 def unpack_response(data: bytes | bytearray | memoryview) -> ResponseHeader:
     """Parse a response header."""
-    f = _unpack_response_header(data)
-    if f[0] != MAGIC:
-        raise ProtocolError(f"bad magic {bytes(f[0])!r}: not a pocket frame")
-    if f[1] != VERSION:
-        raise VersionError(f"protocol version {f[1]} is not supported (this side: {VERSION})")
-    # Wire order minus magic, version and the two reserved fields.
-    return _make_response_header(f[2:4] + f[5:6] + f[7:])
+    if data[:3] != _PREFIX:  # magic and version in one compare
+        _bad_prefix(data)
+    return _make_response_header(_unpack_response_fields(data))
 
 
 # -- structured bodies -------------------------------------------------------------------------
@@ -353,9 +357,9 @@ def decode_keys(body: bytes | memoryview) -> list[bytes]:
     return keys
 
 
-def encode_entries(entries: Sequence[Entry]) -> list[bytes | memoryview]:
+def encode_entries(entries: Sequence[Entry]) -> list[Buffer]:
     """Buffers of a MULTI body, values left unjoined so they can be sent without a copy."""
-    parts: list[bytes | memoryview] = []
+    parts: list[Buffer] = []
     for e in entries:
         parts.append(ENTRY.pack(len(e.key), e.status, e.flags, 0, len(e.value), e.checksum) + e.key)
         if len(e.value):

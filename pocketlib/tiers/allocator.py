@@ -102,7 +102,7 @@ class Allocator:
 
     def free(self, start: int, nbytes: int) -> None:
         """Return a block; it merges with free neighbours."""
-        size = self.rounded(nbytes)
+        size = -(-nbytes // self.align) * self.align
         if size == 0:
             return
         if start < 0 or start + size > self.capacity or start % self.align:

@@ -68,9 +68,10 @@ class DramTier(IndexedTier):
         return cls(capacity)
 
     def _medium_allocate(self, nbytes: int) -> tuple[Any, int] | None:
-        start = self._allocator.allocate(nbytes)
+        alloc = self._allocator
+        start = alloc.allocate(nbytes)
         if start is not None:  # the common case: one block
-            return ([(start, nbytes)] if nbytes else []), self._allocator.rounded(nbytes)
+            return ([(start, nbytes)] if nbytes else []), -(-nbytes // alloc.align) * alloc.align
         extents = self._allocator.allocate_extents(nbytes)
         if extents is None:
             return None

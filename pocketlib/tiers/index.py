@@ -11,6 +11,7 @@ last lease is released, so a reader never sees bytes of a later value.
 from __future__ import annotations
 
 import abc
+import functools
 import heapq
 import threading
 import time
@@ -23,6 +24,9 @@ from ..errors import CapacityError, NotFoundError
 from .base import Lease, ObjectMeta, Reservation, TierDriver, TierStats
 
 __all__ = ["IndexedTier"]
+
+# Builds an ObjectMeta from a tuple in C (a NamedTuple's __new__ is a Python function).
+_new_meta = functools.partial(tuple.__new__, ObjectMeta)
 
 
 @dataclass(slots=True)
@@ -182,7 +186,7 @@ class IndexedTier(TierDriver):
         """Make filled space visible as ``key`` (lock held)."""
         self._version += 1
         expires = now + ttl if ttl else 0.0
-        meta = ObjectMeta(size, checksum, flags, self._version, now, expires)
+        meta = _new_meta((size, checksum, flags, self._version, now, expires))
         index = self._jobs.get(job)
         if index is None:
             index = self._jobs[job] = _JobIndex()
