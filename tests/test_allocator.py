@@ -223,3 +223,30 @@ def test_churn_of_mixed_sizes_measures_fragmentation() -> None:
     assert alloc.free_blocks == 1
     assert fragmentation(alloc) == 0.0
     assert alloc.allocate(capacity) == 0
+
+
+def test_freed_small_blocks_are_reused_first_and_merged_when_needed() -> None:
+    alloc = Allocator(64 * KiB, 64)
+    live = LiveBlocks(alloc)
+    small = [must(alloc.allocate(1000)) for _ in range(16)]  # 1 KiB blocks, cacheable
+    for start in small:
+        live.add(start, 1000)
+    big = must(alloc.allocate(alloc.free_bytes))  # the rest of the arena
+    live.add(big, alloc.capacity - 16 * KiB)
+    assert alloc.free_bytes == 0
+    # Freed small blocks come straight back for the same size (the last freed first) ...
+    alloc.free(small[3], 1000)
+    live.remove(small[3])
+    assert alloc.allocate(1000) == small[3]
+    live.add(small[3], 1000)
+    # ... and a request no cached size can meet merges the cache into free blocks first:
+    # eight adjacent 1 KiB blocks become one 8 KiB block, which a large value can take.
+    for start in sorted(small)[:8]:
+        alloc.free(start, 1000)
+        live.remove(start)
+    assert alloc.free_bytes == 8 * KiB
+    start = must(alloc.allocate(8 * KiB))
+    live.add(start, 8 * KiB)
+    assert alloc.used == live.used
+    alloc.free(start, 8 * KiB)
+    assert (alloc.free_blocks, alloc.largest_free) == (1, 8 * KiB)
