@@ -1,0 +1,495 @@
+"""One client connection to a storage node: reading frames and serving each request.
+
+A :class:`Session` runs on the connection's own thread. Values are received straight into the
+tier's memory and sent straight out of it; small values (which arrive in the same read as their
+header) are stored with one tier call. A request that is refused before its value was read has
+the value read past, so the connection stays in step; a frame that cannot be parsed is answered
+and the connection closed, which harms no other connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import io
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import xxhash
+
+from .errors import (
+    ConflictError,
+    InvalidKeyError,
+    NotFoundError,
+    PocketError,
+    ProtocolError,
+    RequestError,
+    TokenError,
+    UnknownJobError,
+    status_for_error,
+)
+from .protocol import (
+    MAGIC,
+    MAX_META_BODY,
+    REQUEST_HEADER,
+    RESPONSE_HEADER,
+    STAT_BODY,
+    VERSION,
+    Buffer,
+    Entry,
+    Flag,
+    Op,
+    RequestHeader,
+    decode_entries,
+    decode_keys,
+    encode_entries,
+    encode_json,
+    encode_keys,
+    encode_response,
+    unpack_request,
+)
+from .tiers.base import Lease, ObjectMeta, Reservation
+from .transport import send_buffers, socket_reader
+
+if TYPE_CHECKING:
+    from .node import StorageNode
+
+__all__ = ["OP_NAMES", "ConnStats", "Session"]
+
+_DRAIN_CHUNK = 1 << 20
+_LIST_PAGE_MAX = 10_000
+_OPS_WITHOUT_JOB = frozenset({int(Op.PING), int(Op.JOB_OPEN), int(Op.STATS)})
+OP_NAMES = {int(op): op.name.lower() for op in Op}
+# Plain ints for the dispatch on every request (enum attribute lookups cost microseconds).
+_GET, _PUT, _MULTI_GET, _MULTI_PUT, _STREAM_PUT, _LIST = (
+    int(Op.GET), int(Op.PUT), int(Op.MULTI_GET), int(Op.MULTI_PUT), int(Op.STREAM_PUT),
+    int(Op.LIST),
+)  # fmt: skip
+_VALUE_OPS = frozenset({_PUT, _STREAM_PUT})
+_META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT})
+_pack_response = RESPONSE_HEADER.pack
+_DELETE_AFTER_READ, _RANGE, _LZ4 = Flag.DELETE_AFTER_READ, Flag.RANGE, Flag.LZ4
+#: Values up to this size arrive with their header in one read and are stored in one step.
+_SMALL_VALUE = 16 * 1024
+_JOIN_LIMIT = 16 * 1024
+
+
+class ConnStats:
+    """Counters of one connection, bumped by its own thread only (so no lock)."""
+
+    __slots__ = ("bytes_in", "bytes_out", "errors", "ops")
+
+    def __init__(self) -> None:
+        self.ops = [0] * 64
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.errors = 0
+
+    def add(self, other: ConnStats) -> None:
+        """Fold another connection's counters into these."""
+        self.bytes_in += other.bytes_in
+        self.bytes_out += other.bytes_out
+        self.errors += other.errors
+        self.ops = [a + b for a, b in zip(self.ops, other.ops, strict=True)]
+
+
+class _Disconnected(Exception):
+    """The peer closed the connection mid-frame."""
+
+
+@dataclass
+class _Upload:
+    """A streamed put in progress on one connection."""
+
+    job: str
+    key: str
+    flags: int
+    ttl_ms: int
+    parts: list[Reservation] = field(default_factory=list)
+    received: int = 0
+    error: PocketError | None = None
+
+
+class Session:
+    """Serves the requests of one connection, in order, on the calling thread."""
+
+    def __init__(self, node: StorageNode, conn: socket.socket) -> None:
+        self.node = node
+        self.tier = node.tier
+        self.conn = conn
+        self.rfile = socket_reader(conn)
+        self.uploads: dict[int, _Upload] = {}
+        self.stats = ConnStats()
+
+    def run(self) -> None:
+        """Serve until the peer closes the connection or sends a frame that cannot be parsed;
+        then give back whatever a half-finished upload holds."""
+        header = bytearray(REQUEST_HEADER.size)
+        readinto = self.rfile.readinto
+        try:
+            while readinto(header) == len(header):  # short: closed between frames
+                request_id = 0
+                try:
+                    h = unpack_request(header)
+                    request_id = h.request_id
+                    self.handle(h)
+                except (ProtocolError, InvalidKeyError) as exc:
+                    # The stream can no longer be trusted: answer, then hang up on this client.
+                    self.reply_error(request_id, exc)
+                    return
+        except (_Disconnected, OSError, ValueError):
+            return  # the peer vanished; what it was sending is aborted below
+        finally:
+            for up in self.uploads.values():
+                self._abort_upload(up)
+            with contextlib.suppress(OSError):
+                self.rfile.close()
+
+    def handle(self, h: RequestHeader) -> None:
+        """Serve one request whose header was read."""
+        rfile, uploads = self.rfile, self.uploads
+        var_len = h.job_len + h.token_len + h.key_len
+        var = rfile.read(var_len)
+        if len(var) != var_len:
+            raise _Disconnected
+        job = var[: h.job_len].decode("utf-8", "replace")
+        token = var[h.job_len : h.job_len + h.token_len]
+        try:
+            key = var[h.job_len + h.token_len :].decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidKeyError("key is not valid UTF-8") from None
+        op = h.op
+        if op not in OP_NAMES:
+            raise ProtocolError(f"unknown opcode {op}")
+        self.stats.ops[op] += 1
+        # Bodies that are not values are read before anything can refuse the request, so a
+        # refusal never leaves them in the stream.
+        body = _read_meta_body(rfile, h) if op in _META_BODY_OPS else b""
+        try:
+            if op not in _OPS_WITHOUT_JOB:
+                expected = self.node.jobs.get(job)
+                if expected is None:
+                    raise UnknownJobError(f"job {job!r} is not open on this node")
+                if not hmac.compare_digest(token, expected):
+                    raise TokenError(f"wrong token for job {job!r}")
+            if op == _GET:
+                self._get(h, job, key)
+            elif op == _PUT:
+                self._put(h, job, key)
+            elif op == _MULTI_GET:
+                self._multi_get(h, job, body)
+            elif op == _MULTI_PUT:
+                self._multi_put(h, job, body)
+            elif op == _STREAM_PUT:
+                self._stream_put(h, job, key)
+            else:
+                self._simple(h, job, key, body)
+        except ProtocolError:
+            raise
+        except PocketError as exc:
+            if op in _VALUE_OPS:
+                # Refused before its value was read: read past it to stay in step.
+                self._drain(h.length)
+                if op == _STREAM_PUT:
+                    up = uploads.pop(h.request_id, None)
+                    if h.flags & Flag.MORE:
+                        # Answer once, to the last chunk; read the chunks in between.
+                        if up is None:
+                            up = _Upload(job, key, 0, 0)
+                        up.error = up.error or exc
+                        uploads[h.request_id] = up
+                        return
+                    if up is not None:
+                        self._abort_upload(up)
+                        exc = up.error or exc
+            self.reply_error(h.request_id, exc)
+
+    def _get(self, h: RequestHeader, job: str, key: str) -> None:
+        conn = self.conn
+        _check_key(key)
+        flags = h.flags
+        try:
+            lease = self.tier.lease(job, key, take=bool(flags & _DELETE_AFTER_READ))
+        except NotFoundError:
+            if flags & _RANGE and h.arg:  # a reader pinned to a version that is gone
+                raise _conflict(key) from None
+            raise
+        try:
+            meta = lease.meta
+            buffers = lease.buffers
+            if flags & _RANGE:
+                if h.arg and h.arg != meta.version:
+                    raise _conflict(key)
+                buffers = _slice_buffers(buffers, h.offset, h.length)
+                hasher = xxhash.xxh64()
+                for b in buffers:
+                    hasher.update(b)
+                value_checksum = hasher.intdigest()
+                length = sum(len(b) for b in buffers)
+            else:
+                value_checksum = meta.checksum
+                length = meta.size
+            head = _pack_response(
+                MAGIC, VERSION, 0, meta.flags, 0, h.request_id, 0, length, value_checksum,
+                meta.size, meta.version,
+            )  # fmt: skip
+            if length <= _JOIN_LIMIT and len(buffers) == 1:
+                conn.sendall(head + buffers[0])  # one small send beats a gathered write
+            else:
+                send_buffers(conn, [head, *buffers])
+        finally:
+            lease.release()
+        self._count(0, length)
+
+    def _put(self, h: RequestHeader, job: str, key: str) -> None:
+        conn, rfile = self.conn, self.rfile
+        _check_key(key)
+        ttl = h.ttl_ms / 1000 if h.ttl_ms else None
+        if h.length <= _SMALL_VALUE:
+            # Small values are in the read buffer already: one copy, one tier call.
+            value = rfile.read(h.length)
+            if len(value) != h.length:
+                raise _Disconnected
+            try:
+                with self.node.lock:  # JOB_DELETE holds it too: no object outlives its job
+                    if job not in self.node.jobs:
+                        raise UnknownJobError(f"job {job!r} was deleted during the put")
+                    meta = self.tier.put(
+                        job, key, value, checksum=h.checksum, flags=h.flags & _LZ4, ttl=ttl
+                    )
+            except PocketError as exc:
+                self.reply_error(h.request_id, exc)
+                return
+        else:
+            res = self.tier.reserve(h.length)
+            self._receive_into(res)
+            try:  # the value is read: an error from here on is answered, never drained for
+                meta = self._commit(
+                    res, job, key, checksum=h.checksum, flags=h.flags & _LZ4, ttl=ttl
+                )
+            except PocketError as exc:
+                self.reply_error(h.request_id, exc)
+                return
+        conn.sendall(
+            _pack_response(MAGIC, VERSION, 0, 0, 0, h.request_id, 0, 0, 0, meta.size, meta.version)
+        )
+        self._count(h.length, 0)
+
+    def _receive_into(self, res: Reservation) -> None:
+        rfile = self.rfile
+        """Fill a reservation from the stream; abort it if the peer goes away."""
+        try:
+            for buf in res.buffers:
+                if rfile.readinto(buf) != len(buf):
+                    raise _Disconnected
+        except BaseException:
+            self.tier.abort(res)
+            raise
+
+    def _stream_put(self, h: RequestHeader, job: str, key: str) -> None:
+        conn, uploads = self.conn, self.uploads
+        _check_key(key)
+        up = uploads.get(h.request_id)
+        if up is None:
+            if h.offset != 0:
+                raise RequestError(f"stream for {key!r} starts at offset {h.offset}, not 0")
+            up = uploads[h.request_id] = _Upload(job, key, h.flags & Flag.LZ4, h.ttl_ms)
+        if up.error is None and (up.job != job or up.key != key or up.received != h.offset):
+            up.error = RequestError(f"stream chunk for {key!r} out of order")
+        if up.error is not None:
+            self._drain(h.length)
+        else:
+            try:
+                res = self.tier.reserve(h.length)
+            except PocketError as exc:
+                up.error = exc
+                self._drain(h.length)
+            else:
+                self._receive_into(res)
+                up.parts.append(res)
+                up.received += h.length
+                self._count(h.length, 0)
+        if h.flags & Flag.MORE:
+            return
+        del uploads[h.request_id]
+        if up.error is not None:
+            self._abort_upload(up)
+            self.reply_error(h.request_id, up.error)
+            return
+        res = self.tier.join(up.parts)
+        try:
+            meta = self._commit(
+                res, job, key, checksum=h.arg, flags=up.flags,
+                ttl=up.ttl_ms / 1000 if up.ttl_ms else None,
+            )  # fmt: skip
+        except PocketError as exc:
+            self.reply_error(h.request_id, exc)
+            return
+        conn.sendall(encode_response(h.request_id, size=meta.size, version=meta.version))
+
+    def _abort_upload(self, up: _Upload) -> None:
+        for part in up.parts:
+            self.tier.abort(part)
+        up.parts.clear()
+
+    def _commit(
+        self, res: Reservation, job: str, key: str, *, checksum: int, flags: int, ttl: float | None
+    ) -> ObjectMeta:
+        """Commit unless the job was deleted while the value was arriving."""
+        with self.node.lock:  # JOB_DELETE holds it too: no object outlives its job
+            if job not in self.node.jobs:
+                self.tier.abort(res)
+                raise UnknownJobError(f"job {job!r} was deleted while {key!r} was being put")
+            return self.tier.commit(res, job, key, checksum=checksum, flags=flags, ttl=ttl)
+
+    def _multi_put(self, h: RequestHeader, job: str, body: bytes) -> None:
+        results: list[Entry] = []
+        ttl = h.ttl_ms / 1000 if h.ttl_ms else None
+        for e in decode_entries(body):
+            try:
+                key = e.key.decode("utf-8")
+                _check_key(key)
+                res = self.tier.reserve(len(e.value))
+                res.fill(e.value)
+                meta = self._commit(res, job, key, checksum=e.checksum, flags=e.flags, ttl=ttl)
+                results.append(Entry(e.key, b"", 0, 0, meta.version))
+            except (PocketError, UnicodeDecodeError) as exc:
+                results.append(_error_entry(e.key, exc))
+        self._count(len(body), 0)
+        self._reply_parts(h.request_id, encode_entries(results))
+
+    def _multi_get(self, h: RequestHeader, job: str, body: bytes) -> None:
+        take = bool(h.flags & Flag.DELETE_AFTER_READ)
+        leases: list[Lease] = []
+        entries: list[Entry] = []
+        try:
+            for raw in decode_keys(body):
+                try:
+                    key = raw.decode("utf-8")
+                    _check_key(key)
+                    lease = self.tier.lease(job, key, take=take)
+                except (PocketError, UnicodeDecodeError) as exc:
+                    entries.append(_error_entry(raw, exc))
+                    continue
+                leases.append(lease)
+                value = lease.buffers[0] if len(lease.buffers) == 1 else lease.tobytes()
+                entries.append(Entry(raw, value, 0, lease.meta.flags, lease.meta.checksum))
+            parts = encode_entries(entries)
+            self._reply_parts(h.request_id, parts)
+        finally:
+            for lease in leases:
+                lease.release()
+        self._count(0, sum(len(e.value) for e in entries))
+
+    def _simple(self, h: RequestHeader, job: str, key: str, body: bytes) -> None:
+        conn = self.conn
+        op = h.op
+        size = 0
+        flags = 0
+        out = b""
+        if op == Op.STAT:
+            _check_key(key)
+            meta = self.tier.stat(job, key)
+            out = STAT_BODY.pack(meta.created, meta.expires)
+            head = encode_response(
+                h.request_id, flags=meta.flags, length=len(out), value_checksum=meta.checksum,
+                size=meta.size, version=meta.version,
+            )  # fmt: skip
+            conn.sendall(head + out)
+            return
+        if op == Op.EXISTS:
+            _check_key(key)
+            size = int(self.tier.exists(job, key))
+        elif op == Op.DELETE:
+            _check_key(key)
+            size = int(self.tier.delete(job, key))
+        elif op == Op.LIST:
+            limit = min(h.arg or 1000, _LIST_PAGE_MAX)
+            keys, more = self.tier.list(job, key, body.decode("utf-8", "replace"), limit)
+            out = encode_keys([k.encode() for k in keys])
+            flags = Flag.MORE if more else 0
+            size = len(keys)
+        elif op == Op.DELETE_PREFIX:
+            size = self.tier.delete_prefix(job, key)
+        elif op == Op.PING:
+            pass
+        elif op == Op.JOB_OPEN:
+            if not job:
+                raise RequestError("a job needs a name")
+            out = self.node.open_job(job)
+        elif op == Op.JOB_DELETE:
+            size = self.node.delete_job(job)
+        elif op == Op.STATS:
+            out = encode_json(self.node.stats())
+        head = encode_response(h.request_id, flags=flags, length=len(out), size=size)
+        conn.sendall(head + out)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def reply_error(self, request_id: int, exc: PocketError) -> None:
+        """Answer a request with an error (never raises: the peer may be gone)."""
+        conn = self.conn
+        self.stats.errors += 1
+        message = str(exc).encode("utf-8", "replace")[:4096]
+        with contextlib.suppress(OSError):
+            conn.sendall(
+                encode_response(request_id, status_for_error(exc), length=len(message)) + message
+            )
+
+    def _reply_parts(self, request_id: int, parts: list[Buffer]) -> None:
+        conn = self.conn
+        length = sum(len(p) for p in parts)
+        send_buffers(conn, [encode_response(request_id, length=length), *parts])
+
+    def _drain(self, nbytes: int) -> None:
+        rfile = self.rfile
+        while nbytes > 0:
+            chunk = rfile.read(min(nbytes, _DRAIN_CHUNK))
+            if not chunk:
+                raise _Disconnected
+            nbytes -= len(chunk)
+
+    def _count(self, bytes_in: int, bytes_out: int) -> None:
+        stats = self.stats
+        stats.bytes_in += bytes_in
+        stats.bytes_out += bytes_out
+
+
+def _read_exact(rfile: io.BufferedReader, n: int) -> bytes:
+    data = rfile.read(n) if n else b""
+    if len(data) != n:
+        raise _Disconnected
+    return data
+
+
+def _read_meta_body(rfile: io.BufferedReader, h: RequestHeader) -> bytes:
+    if h.length > MAX_META_BODY:
+        raise ProtocolError(f"request body of {h.length} bytes exceeds {MAX_META_BODY}")
+    return _read_exact(rfile, h.length)
+
+
+def _check_key(key: str) -> None:
+    if not key:
+        raise RequestError("keys must not be empty")
+
+
+def _conflict(key: str) -> PocketError:
+    return ConflictError(f"object {key!r} changed during the read")
+
+
+def _error_entry(key: bytes, exc: Exception) -> Entry:
+    pe = exc if isinstance(exc, PocketError) else InvalidKeyError(str(exc))
+    return Entry(key, str(pe).encode("utf-8", "replace"), status_for_error(pe))
+
+
+def _slice_buffers(buffers: list[memoryview], start: int, length: int) -> list[memoryview]:
+    """The buffers covering ``[start, start + length)`` of their concatenation."""
+    out: list[memoryview] = []
+    pos = 0
+    end = start + length
+    for buf in buffers:
+        lo, hi = max(start, pos), min(end, pos + len(buf))
+        if lo < hi:
+            out.append(buf[lo - pos : hi - pos])
+        pos += len(buf)
+    return out
