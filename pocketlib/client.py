@@ -1,7 +1,7 @@
 """The client: :func:`connect` to nodes, then put and get through a :class:`Job`.
 
 Keys route to nodes by weighted rendezvous hashing in the client (no metadata hop); in direct
-mode every node has the same weight. Every value carries an xxhash64 checksum that the client
+mode every node has the same weight. Every value carries a 64-bit checksum (XXH3) that the client
 verifies on every read.
 """
 

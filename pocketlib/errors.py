@@ -8,7 +8,7 @@ over the wire as a status code and are raised again on the client as the same cl
     ├── ConfigError            bad sizes, addresses, options
     ├── ProtocolError          malformed or unexpected frames
     │   └── VersionError       peer speaks another protocol version
-    ├── ChecksumError          a value's xxhash64 does not match: never returned as data
+    ├── ChecksumError          a value's checksum does not match: never returned as data
     ├── RequestError           the request itself is invalid
     │   ├── InvalidKeyError    empty, too long, or not UTF-8
     │   └── ConflictError      the object changed under a streaming read

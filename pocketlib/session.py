@@ -16,8 +16,6 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import xxhash
-
 from .errors import (
     ConflictError,
     InvalidKeyError,
@@ -39,6 +37,7 @@ from .protocol import (
     Buffer,
     Entry,
     Flag,
+    Hasher,
     Op,
     RequestHeader,
     decode_entries,
@@ -222,7 +221,7 @@ class Session:
                 if h.arg and h.arg != meta.version:
                     raise _conflict(key)
                 buffers = _slice_buffers(buffers, h.offset, h.length)
-                hasher = xxhash.xxh64()
+                hasher = Hasher()
                 for b in buffers:
                     hasher.update(b)
                 value_checksum = hasher.intdigest()

@@ -11,11 +11,9 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
-import xxhash
-
 from .connection import Connection, NodePool
 from .errors import ChecksumError, ConflictError, PocketError
-from .protocol import Flag, Op, ResponseHeader, checksum, encode_request
+from .protocol import Flag, Hasher, Op, ResponseHeader, checksum, encode_request
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer as AnyBuffer
@@ -40,7 +38,7 @@ class ObjectWriter(io.RawIOBase):
         self._chunk_size = max(64 * 1024, chunk_size)
         self._buf = bytearray()
         self._sent = 0
-        self._hash = xxhash.xxh64()
+        self._hash = Hasher()
 
     def writable(self) -> bool:
         return True
@@ -137,7 +135,7 @@ class ObjectReader(io.RawIOBase):
         self._version = version
         self._checksum = value_checksum
         self._pos = 0
-        self._hash: xxhash.xxh64 | None = xxhash.xxh64()
+        self._hash: Hasher | None = Hasher()
         self._chunk_size = chunk_size
 
     def readable(self) -> bool:

@@ -18,9 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import xxhash
-
 from ..errors import CapacityError, NotFoundError
+from ..protocol import checksum as value_checksum
 from .base import Lease, ObjectMeta, Reservation, TierDriver, TierStats
 
 __all__ = ["IndexedTier"]
@@ -149,7 +148,7 @@ class IndexedTier(TierDriver):
     ) -> ObjectMeta:
         """Reserve, copy and commit under one lock: the path of small values."""
         if checksum is None:
-            checksum = xxhash.xxh64_intdigest(data)
+            checksum = value_checksum(data)
         nbytes = len(data)
         now = time.time()
         with self._lock:
