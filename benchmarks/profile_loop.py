@@ -29,14 +29,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from redis_server import RedisServer  # noqa: E402
-
-import pocketlib  # noqa: E402
-from pocketlib.cluster import NodeProcess  # noqa: E402
-from pocketlib.config import parse_size  # noqa: E402
+import pocketlib
+from pocketlib.bench.redis_peer import RedisServer
+from pocketlib.cluster import NodeProcess
+from pocketlib.config import parse_size
 
 TICK = os.sysconf("SC_CLK_TCK")
 

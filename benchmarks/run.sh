@@ -5,8 +5,8 @@
 #   bash benchmarks/run.sh --quick    # smoke run (under a minute)
 #
 # Installs what is missing (redis-server from Debian, the project's `bench` extra), then runs
-# benchmarks/dataplane.py with the arguments given; the markdown report is printed and written
-# to benchmarks/results/dataplane-<date>.md.
+# `pocket bench` with the arguments given; the markdown report is printed and written to
+# benchmarks/results/dataplane-<date>.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,4 +39,5 @@ mkdir -p benchmarks/results
 ARGS=""
 if [ "$#" -gt 0 ]; then ARGS="$(printf ' %q' "$@")"; fi
 export POCKET_BENCH_COMMAND="bash benchmarks/run.sh${ARGS}"
-exec "$PYTHON" benchmarks/dataplane.py "$@"
+# `pocket bench` of the interpreter checked above (not whichever `pocket` is first on PATH).
+exec "$PYTHON" -m pocketlib.cli bench "$@"

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from redis_server import RedisServer
 
 import pocketlib
+from pocketlib.bench.redis_peer import RedisServer
 from pocketlib.cluster import NodeProcess
 
 pytestmark = pytest.mark.bench

@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from .bench.settings import DESCRIPTION as BENCH_DESCRIPTION
+from .bench.settings import add_options as add_bench_options
 from .config import parse_size
 from .errors import PocketError
 
@@ -65,6 +67,30 @@ def _demo(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import importlib.util
+    import shutil
+
+    problems: list[str] = []
+    installs: list[str] = []
+    if shutil.which("redis-server") is None:
+        problems.append("redis-server is not on PATH")
+        installs.append("apt-get install -y redis-server")
+    modules = {"redis": "redis-py", "hiredis": "hiredis", "numpy": "numpy"}
+    missing = [name for mod, name in modules.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        problems.append(f"{', '.join(missing)} {verb} not installed")
+        installs.append("pip install 'pocketlib[bench]'")
+    if problems:
+        hint = " and ".join(installs)
+        print(f"pocket bench: {' and '.join(problems)}; install with: {hint}", file=sys.stderr)
+        return 1
+    from .bench.dataplane import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pocket``."""
     parser = argparse.ArgumentParser(prog="pocket", description=__doc__)
@@ -90,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--capacity", default=None, help="node capacity (default: 1.5x input)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser(
+        "bench", help="benchmark against a real redis-server", description=BENCH_DESCRIPTION
+    )
+    add_bench_options(bench)
+    bench.set_defaults(func=_bench)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""A real redis-server for the benchmarks, and the sort's shuffle store on top of it.
+"""A real redis-server for ``pocket bench``, and the sort's shuffle store on top of it.
 
 :class:`RedisServer` starts ``redis-server`` on 127.0.0.1 with persistence off, waits until it
 answers PING and stops it by the PID it started (SIGTERM, then SIGKILL if it lingers).
@@ -82,7 +82,7 @@ class RedisServer:
     ) -> None:
         path = shutil.which(binary)
         if path is None:
-            raise RuntimeError(f"{binary} is not on PATH (apt-get install redis-server)")
+            raise RuntimeError(f"{binary} is not on PATH (apt-get install -y redis-server)")
         self.host = host
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -204,10 +204,10 @@ class RedisShuffle(ShuffleStore):
         self.client.set(self._key(key), data)
 
     def take(self, key: str) -> bytes:
-        data = self.client.getdel(self._key(key))
+        data: bytes | None = self.client.getdel(self._key(key))
         if data is None:
             raise KeyError(key)
-        return data  # type: ignore[no-any-return]
+        return data
 
     def peak_bytes(self) -> int | None:
         return int(self.client.info("memory")["used_memory_peak"])

@@ -1,0 +1,174 @@
+"""``pocket bench``: a quick part-a run against a real redis-server, and the install hints."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from pocketlib import cli
+from pocketlib.bench.settings import command_argv, parse_args
+
+
+def pocket_command() -> list[str]:
+    """The installed ``pocket`` script beside this interpreter, else ``python -m``."""
+    script = os.path.join(os.path.dirname(sys.executable), "pocket")
+    if os.path.exists(script):
+        return [script]
+    found = shutil.which("pocket")
+    return [found] if found else [sys.executable, "-m", "pocketlib.cli"]
+
+
+def _have_bench_deps() -> bool:
+    return shutil.which("redis-server") is not None and all(
+        importlib.util.find_spec(m) is not None for m in ("redis", "hiredis", "numpy")
+    )
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not _have_bench_deps(), reason="needs redis-server and pocketlib[bench]")
+def test_quick_latency_run_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "r.md"
+    result = subprocess.run(
+        [*pocket_command(), "bench", "--quick", "--parts", "a", "--rounds", "1",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=110, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert out.exists()
+    report = out.read_text()
+    assert result.stdout == report + "\n"  # printed, and written as printed
+    assert "## a. Latency, one client" in report
+    assert "| op | size | pocket p50 µs | redis p50 µs |" in report
+    assert any(line.startswith("| PUT | 1 KiB | ") for line in report.splitlines())
+    assert "## Targets" in report
+    assert "targets met." in report
+    assert "pocket bench --quick --rounds 1 --parts a --out" in report  # the command line
+    assert not (tmp_path / "benchmarks").exists()  # --out given: no default report
+
+
+def _no_redis_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_which = shutil.which
+
+    def which(cmd: str, *args: Any, **kwargs: Any) -> str | None:
+        return None if cmd == "redis-server" else real_which(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "which", which)
+
+
+def _no_redis_py(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None) -> Any:
+        return None if name == "redis" else real_find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+def _refuses_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the handler went on to the benchmark."""
+    fake = ModuleType("pocketlib.bench.dataplane")
+
+    def run(args: object) -> int:
+        raise AssertionError("pocket bench ran without its dependencies")
+
+    monkeypatch.setattr(fake, "run", run, raising=False)
+    monkeypatch.setitem(sys.modules, "pocketlib.bench.dataplane", fake)
+
+
+def test_missing_redis_server_names_the_package(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _no_redis_server(monkeypatch)
+    _refuses_to_run(monkeypatch)
+    assert cli.main(["bench", "--quick", "--parts", "a"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1  # one line
+    assert "redis-server is not on PATH" in err
+    assert "apt-get install -y redis-server" in err
+
+
+def test_missing_redis_py_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _no_redis_py(monkeypatch)
+    _refuses_to_run(monkeypatch)
+    assert cli.main(["bench", "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "redis-py" in err
+    assert "pip install 'pocketlib[bench]'" in err
+
+
+def test_both_missing_gives_both_hints_on_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _no_redis_server(monkeypatch)
+    _no_redis_py(monkeypatch)
+    _refuses_to_run(monkeypatch)
+    assert cli.main(["bench"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "apt-get install -y redis-server" in err
+    assert "pip install 'pocketlib[bench]'" in err
+
+
+def test_path_without_redis_server_exits_1(tmp_path: Path) -> None:
+    """End to end: a PATH holding only the interpreter, so no redis-server on it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    python = bin_dir / "python"
+    python.symlink_to(sys.executable)
+    result = subprocess.run(
+        [str(python), "-m", "pocketlib.cli", "bench", "--quick", "--out", str(tmp_path / "r.md")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "PATH": str(bin_dir)},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    assert "apt-get install -y redis-server" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_cli_and_package_import_no_benchmark_code() -> None:
+    code = (
+        "import json, sys\n"
+        "import pocketlib\n"
+        "light = 'pocketlib.bench' not in sys.modules\n"
+        "from pocketlib.cli import build_parser\n"
+        "build_parser()\n"
+        "print(json.dumps([light, sorted(sys.modules)]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    light, loaded = json.loads(result.stdout)
+    assert light, "import pocketlib imports pocketlib.bench"
+    for heavy in ("numpy", "redis", "pocketlib.bench.dataplane", "pocketlib.bench.measure"):
+        assert heavy not in loaded, f"the pocket command imports {heavy} before it runs"
+
+
+def test_command_argv_keeps_only_what_differs_from_the_defaults() -> None:
+    args = parse_args(["--parts", "a", "--quick", "--capacity", "4GiB", "--sort-size", "8MiB"])
+    assert command_argv(args) == ["--quick", "--sort-size", "8MiB", "--parts", "a"]
+    assert command_argv(parse_args([])) == []
+
+
+def test_default_report_path_is_relative_to_the_current_directory() -> None:
+    pytest.importorskip("numpy")
+    from pocketlib.bench.dataplane import default_report_path
+
+    day = dt.date(2026, 1, 2)
+    assert default_report_path(False, day) == Path("benchmarks/results/dataplane-2026-01-02.md")
+    assert default_report_path(True, day) == Path(
+        "benchmarks/results/dataplane-2026-01-02-quick.md"
+    )
