@@ -21,6 +21,7 @@ from .config import Address, Timeouts
 from .connection import Connection, NodePool
 from .errors import (
     ChecksumError,
+    NotFoundError,
     PocketError,
     PocketTimeoutError,
     RequestError,
@@ -395,10 +396,9 @@ class Job:
             for e in self._pipeline(node, Op.MULTI_GET, entries, flags=flags):
                 key = e.key.decode()
                 if e.status:
-                    err = error_for_status(e.status, bytes(e.value).decode())
-                    if e.status == 9:  # NotFoundError: left out
+                    if e.status == NotFoundError.status:  # missing keys are left out
                         continue
-                    raise err
+                    raise error_for_status(e.status, bytes(e.value).decode())
                 if checksum(e.value) != e.checksum:
                     raise ChecksumError(f"checksum mismatch reading {key!r}")
                 out[key] = _decompress(e.value) if e.flags & Flag.LZ4 else bytes(e.value)
