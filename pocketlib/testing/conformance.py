@@ -251,6 +251,30 @@ class TierConformance:
         lease.release()
         assert tier.stats().used == 0
 
+    def test_read_small_copies_small_values_only(self, tier: TierDriver) -> None:
+        small, large = _value(100, 12), _value(5000, 13)
+        self.put(tier, JOB, "small", small)
+        self.put(tier, JOB, "large", large)
+        got = tier.read_small(JOB, "small", 1000)
+        assert got is not None
+        meta, data = got
+        assert (data, meta.size, meta.checksum) == (small, 100, checksum(small))
+        assert tier.read_small(JOB, "large", 1000) is None  # too large: lease it instead
+        assert tier.read_small(JOB, "large", 1000, take=True) is None
+        assert tier.exists(JOB, "large"), "take must not delete a value it did not return"
+        with pytest.raises(NotFoundError):
+            tier.read_small(JOB, "missing", 1000)
+
+    def test_read_small_take_deletes_in_the_same_step(self, tier: TierDriver) -> None:
+        data = _value(300, 14)
+        self.put(tier, JOB, "k", data)
+        got = tier.read_small(JOB, "k", 1000, take=True)
+        assert got is not None and got[1] == data
+        assert not tier.exists(JOB, "k")
+        assert tier.stats().used == 0
+        with pytest.raises(NotFoundError):
+            tier.read_small(JOB, "k", 1000, take=True)
+
     # -- listing and bulk deletes -------------------------------------------------------------
     def test_list_sorted_with_prefix(self, tier: TierDriver) -> None:
         keys = [f"a/{i:03d}" for i in range(40)] + [f"b/{i}" for i in range(5)] + ["a", "ab"]

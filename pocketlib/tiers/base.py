@@ -179,6 +179,23 @@ class TierDriver(abc.ABC):
         Raises NotFoundError if there is no such object (or it expired).
         """
 
+    def read_small(
+        self, job: str, key: str, limit: int, *, take: bool = False
+    ) -> tuple[ObjectMeta, bytes] | None:
+        """A copy of the value if it is at most ``limit`` bytes, else None (lease it instead).
+
+        Small reads are most reads; a driver may serve them in one step. With ``take`` the
+        object is deleted in the same step, but only if it was small enough to be returned.
+        NotFoundError if there is no such object.
+        """
+        with self.lease(job, key) as lease:
+            if lease.meta.size > limit:
+                return None
+            data = lease.tobytes()
+        if take:
+            self.delete(job, key)
+        return lease.meta, data
+
     @abc.abstractmethod
     def stat(self, job: str, key: str) -> ObjectMeta:
         """The object's metadata; NotFoundError if it is absent."""

@@ -210,6 +210,21 @@ class IndexedTier(TierDriver):
         views = self._medium_buffers(stored.loc, stored.meta.size, False)
         return Lease(stored.meta, views, self._release, stored)
 
+    def read_small(
+        self, job: str, key: str, limit: int, *, take: bool = False
+    ) -> tuple[ObjectMeta, bytes] | None:
+        """Copy a small value out under the lock: no lease to take and give back."""
+        with self._lock:
+            stored = self._find(job, key)
+            meta = stored.meta
+            if meta.size > limit:
+                return None
+            views = self._medium_buffers(stored.loc, meta.size, False)
+            data = views[0].tobytes() if len(views) == 1 else b"".join(views)
+            if take:
+                self._remove(job, key)
+        return meta, data
+
     def stat(self, job: str, key: str) -> ObjectMeta:
         with self._lock:
             return self._find(job, key).meta
