@@ -269,7 +269,8 @@ class TierConformance:
         data = _value(300, 14)
         self.put(tier, JOB, "k", data)
         got = tier.read_small(JOB, "k", 1000, take=True)
-        assert got is not None and got[1] == data
+        assert got is not None
+        assert got[1] == data
         assert not tier.exists(JOB, "k")
         assert tier.stats().used == 0
         with pytest.raises(NotFoundError):
