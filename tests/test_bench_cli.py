@@ -14,18 +14,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from _helpers import pocket_command
 
 from pocketlib import cli
 from pocketlib.bench.settings import command_argv, parse_args
-
-
-def pocket_command() -> list[str]:
-    """The installed ``pocket`` script beside this interpreter, else ``python -m``."""
-    script = os.path.join(os.path.dirname(sys.executable), "pocket")
-    if os.path.exists(script):
-        return [script]
-    found = shutil.which("pocket")
-    return [found] if found else [sys.executable, "-m", "pocketlib.cli"]
 
 
 def _have_bench_deps() -> bool:

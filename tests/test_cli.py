@@ -6,26 +6,16 @@ import glob
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
+from _helpers import pocket_command
 
 import pocketlib
 from pocketlib.cluster import NodeProcess
 from pocketlib.config import Address
-
-
-def pocket_command() -> list[str]:
-    """The installed ``pocket`` script beside this interpreter, else ``python -m``."""
-    script = os.path.join(os.path.dirname(sys.executable), "pocket")
-    if os.path.exists(script):
-        return [script]
-    found = shutil.which("pocket")
-    return [found] if found else [sys.executable, "-m", "pocketlib.cli"]
 
 
 @pytest.fixture

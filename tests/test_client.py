@@ -8,9 +8,9 @@ import os
 import socket
 import threading
 import time
-from typing import Any
 
 import pytest
+from _helpers import node_stats, wait_until
 
 import pocketlib
 from pocketlib import CapacityError, ConflictError, NotFoundError, RequestError
@@ -19,20 +19,6 @@ from pocketlib.protocol import REQUEST_HEADER, checksum, encode_response, unpack
 
 KiB = 1024
 MiB = 1024 * KiB
-
-
-def node_stats(job: pocketlib.Job) -> dict[str, Any]:
-    (stats,) = job.stats().values()
-    return stats
-
-
-def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout} s")
-        time.sleep(0.05)
 
 
 # -- single objects ----------------------------------------------------------------------------

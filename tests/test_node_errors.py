@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import xxhash
+from _helpers import tier_stats, wait_until
 
 import pocketlib
 from pocketlib import (
@@ -47,20 +48,6 @@ from pocketlib.protocol import (
 )
 
 MiB = 1024 * 1024
-
-
-def tier_stats(job: pocketlib.Job) -> dict[str, Any]:
-    (stats,) = job.stats().values()
-    tier: dict[str, Any] = stats["tier"]
-    return tier
-
-
-def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout} s")
-        time.sleep(0.05)
 
 
 def raw_header(**over: Any) -> bytes:

@@ -88,18 +88,23 @@ class IndexedTier(TierDriver):
         if nbytes < 0:
             raise ValueError("negative size")
         with self._lock:
-            free = self._capacity - self._used
-            got = self._medium_allocate(nbytes) if nbytes <= free else None
-            if got is None:
-                raise CapacityError(
-                    f"{self.name} tier is full: {nbytes} bytes requested, "
-                    f"{free} of {self._capacity} free"
-                )
-            loc, charged = got
-            self._used += charged
-            if self._used > self._peak:
-                self._peak = self._used
+            loc, charged = self._take_space(nbytes)
         return Reservation(nbytes, self._medium_buffers(loc, nbytes, True), charged, loc)
+
+    def _take_space(self, nbytes: int) -> tuple[Any, int]:
+        """Allocate and charge space (lock held); CapacityError if it is not there."""
+        free = self._capacity - self._used
+        got = self._medium_allocate(nbytes) if nbytes <= free else None
+        if got is None:
+            raise CapacityError(
+                f"{self.name} tier is full: {nbytes} bytes requested, "
+                f"{free} of {self._capacity} free"
+            )
+        loc, charged = got
+        self._used += charged
+        if self._used > self._peak:
+            self._peak = self._used
+        return loc, charged
 
     def abort(self, res: Reservation) -> None:
         with self._lock:
@@ -152,17 +157,7 @@ class IndexedTier(TierDriver):
         nbytes = len(data)
         now = time.time()
         with self._lock:
-            free = self._capacity - self._used
-            got = self._medium_allocate(nbytes) if nbytes <= free else None
-            if got is None:
-                raise CapacityError(
-                    f"{self.name} tier is full: {nbytes} bytes requested, "
-                    f"{free} of {self._capacity} free"
-                )
-            loc, charged = got
-            self._used += charged
-            if self._used > self._peak:
-                self._peak = self._used
+            loc, charged = self._take_space(nbytes)
             bufs = self._medium_buffers(loc, nbytes, True)
             if len(bufs) == 1:
                 bufs[0][:] = data
