@@ -151,6 +151,32 @@ class Allocator:
             end += after
         self._add_free(start, end - start)
 
+    def reset(self, used: list[tuple[int, int]]) -> None:
+        """Forget every allocation, then mark ``used`` extents (``(start, length)``) as taken.
+
+        How a persistent tier rebuilds its allocator from what it finds on disk. ValueError
+        if an extent is misaligned, outside the arena, or overlaps another.
+        """
+        self._by_start.clear()
+        self._by_end.clear()
+        self._sizes.clear()
+        self._quick.clear()
+        self._quick_bytes = 0
+        self.used = 0
+        pos = 0
+        for start, length in sorted(used):
+            size = self.rounded(length)
+            if size == 0:
+                continue
+            if start % self.align or start < pos or start + size > self.capacity:
+                raise ValueError(f"extent ({start}, {length}) is misaligned, overlaps, or is out")
+            if start > pos:
+                self._add_free(pos, start - pos)
+            pos = start + size
+            self.used += size
+        if pos < self.capacity:
+            self._add_free(pos, self.capacity - pos)
+
     def _flush_quick(self) -> None:
         """Merge every cached small block into the free blocks."""
         if not self._quick_bytes:

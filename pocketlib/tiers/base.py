@@ -126,6 +126,8 @@ class TierStats:
     objects: int
     used_by_job: dict[str, int] = field(default_factory=dict)
     objects_by_job: dict[str, int] = field(default_factory=dict)
+    #: Driver-specific counters (a persistent tier: objects recovered and dropped at start).
+    counters: dict[str, int] = field(default_factory=dict)
 
 
 class TierDriver(abc.ABC):
@@ -280,7 +282,7 @@ class TierDriver(abc.ABC):
         self.close()
 
 
-_BUILTIN = {"dram": "pocketlib.tiers.dram:DramTier"}
+_BUILTIN = {"dram": "pocketlib.tiers.dram:DramTier", "nvme": "pocketlib.tiers.nvme:NvmeTier"}
 
 
 def available_drivers() -> dict[str, str]:

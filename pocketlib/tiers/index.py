@@ -181,6 +181,19 @@ class IndexedTier(TierDriver):
         self._version += 1
         expires = now + ttl if ttl else 0.0
         meta = _new_meta((size, checksum, flags, self._version, now, expires))
+        stored = _Stored(meta, loc, charged, job)
+        try:
+            # Recorded before the value it replaces is freed: a persistent tier that crashes
+            # right after must find the new value, never the old one over reused space.
+            self._record_put(job, key, stored)
+        except BaseException:
+            self._free_space(loc, size, charged)
+            raise
+        self._insert(job, key, stored)
+        return meta
+
+    def _insert(self, job: str, key: str, stored: _Stored) -> None:
+        """Index ``stored`` as ``key``, unlinking what it replaces (lock held)."""
         index = self._jobs.get(job)
         if index is None:
             index = self._jobs[job] = _JobIndex()
@@ -190,11 +203,25 @@ class IndexedTier(TierDriver):
         else:
             self._unlink(index, old)
         self._objects += 1
-        index.objects[key] = _Stored(meta, loc, charged, job)
-        index.used += charged
-        if expires:
-            heapq.heappush(self._expiry, (expires, meta.version, job, key))
-        return meta
+        index.objects[key] = stored
+        index.used += stored.charged
+        if stored.meta.expires:
+            heapq.heappush(self._expiry, (stored.meta.expires, stored.meta.version, job, key))
+
+    def _restore(self, job: str, key: str, meta: ObjectMeta, loc: Any, charged: int) -> None:
+        """Index an object found on the medium at start (no record is written)."""
+        with self._lock:
+            self._insert(job, key, _Stored(meta, loc, charged, job))
+            self._used += charged
+            self._peak = max(self._peak, self._used)
+            self._version = max(self._version, meta.version)
+
+    # -- persistence hooks (lock held); a persistent tier records changes here ----------------
+    def _record_put(self, job: str, key: str, stored: _Stored) -> None:
+        """``key`` now names ``stored`` (it may replace an older object)."""
+
+    def _record_delete(self, job: str, key: str, stored: _Stored) -> None:
+        """``key`` (the object ``stored``) is gone."""
 
     def lease(self, job: str, key: str, *, take: bool = False) -> Lease:
         with self._lock:
@@ -299,7 +326,12 @@ class IndexedTier(TierDriver):
                 objects=self._objects,
                 used_by_job={j: ix.used for j, ix in self._jobs.items() if ix.objects},
                 objects_by_job={j: len(ix.objects) for j, ix in self._jobs.items() if ix.objects},
+                counters=self._counters(),
             )
+
+    def _counters(self) -> dict[str, int]:
+        """Driver-specific counters for :meth:`stats` (lock held)."""
+        return {}
 
     # -- internals (lock held) ----------------------------------------------------------------
     def _find(self, job: str, key: str) -> _Stored:
@@ -314,7 +346,9 @@ class IndexedTier(TierDriver):
 
     def _remove(self, job: str, key: str) -> None:
         index = self._jobs[job]
-        stored = index.objects.pop(key)
+        stored = index.objects[key]
+        self._record_delete(job, key, stored)
+        del index.objects[key]
         index.sorted_keys = None
         self._unlink(index, stored)
 
