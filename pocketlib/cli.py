@@ -25,6 +25,19 @@ def _node(args: argparse.Namespace) -> int:
     from .tiers import load_driver
 
     driver = load_driver(args.tier).from_options(parse_size(args.capacity), args.path)
+    if args.spill:
+        from .tiers.chain import ChainTier
+
+        tiers = [driver]
+        try:
+            for spec in args.spill:
+                name, capacity, path = parse_spill(spec)
+                tiers.append(load_driver(name).from_options(capacity, path))
+        except BaseException:
+            for tier in tiers:
+                tier.close()
+            raise
+        driver = ChainTier(tiers)
     secret = args.secret or os.environ.get("POCKET_SECRET")
     node = StorageNode(driver, args.host, args.port, secret=secret.encode() if secret else None)
 
@@ -45,6 +58,17 @@ def _node(args: argparse.Namespace) -> int:
     finally:
         node.stop()
     return 0
+
+
+def parse_spill(spec: str) -> tuple[str, int, str | None]:
+    """``TIER:CAPACITY[:PATH]`` (the path may itself hold colons, as ``s3://`` does)."""
+    from .errors import ConfigError
+
+    name, _, rest = spec.partition(":")
+    capacity, _, path = rest.partition(":")
+    if not name or not capacity:
+        raise ConfigError(f"--spill {spec!r}: expected TIER:CAPACITY[:PATH], e.g. nvme:8GiB:/mnt")
+    return name, parse_size(capacity), path or None
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -100,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--tier", default="dram", help="tier driver (default: dram)")
     node.add_argument("--capacity", default="1GiB", help="bytes the tier may hold, e.g. 8GiB")
     node.add_argument("--path", default=None, help="directory for file-backed tiers")
+    node.add_argument(
+        "--spill", action="append", default=[], metavar="TIER:CAPACITY[:PATH]",
+        help="a slower tier that takes puts when the ones before it are full (repeatable)",
+    )  # fmt: skip
     node.add_argument("--host", default="127.0.0.1")
     node.add_argument("--port", type=int, default=0, help="0 picks a free port")
     node.add_argument("--secret", default=None, help="token secret (or env POCKET_SECRET)")

@@ -128,6 +128,8 @@ class TierStats:
     objects_by_job: dict[str, int] = field(default_factory=dict)
     #: Driver-specific counters (a persistent tier: objects recovered and dropped at start).
     counters: dict[str, int] = field(default_factory=dict)
+    #: A chain of tiers: each tier's own stats, fastest first.
+    parts: list[TierStats] = field(default_factory=list)
 
 
 class TierDriver(abc.ABC):
