@@ -13,10 +13,11 @@ import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lz4.block
 
+from . import shared
 from .config import Address, Timeouts
 from .connection import Connection, NodePool
 from .errors import (
@@ -50,6 +51,9 @@ from .routing import WeightedRendezvous
 from .streams import ObjectReader, ObjectWriter
 from .transport import map_os_error
 
+if TYPE_CHECKING:
+    from .shared import SharedArena, SharedBuffer
+
 __all__ = ["Client", "Job", "ObjectInfo", "connect"]
 
 T = TypeVar("T")
@@ -58,6 +62,8 @@ _GET, _PUT = int(Op.GET), int(Op.PUT)
 _LZ4, _DELETE_AFTER_READ = Flag.LZ4, Flag.DELETE_AFTER_READ
 _read_value = Connection.read_value
 
+#: Values from this size are written through shared memory when the node is on this host.
+_SHARED_PUT_MIN = 64 * 1024
 #: Values up to this size are joined with their header into one send.
 _JOIN_LIMIT = 64 * 1024
 #: Bounds of one MULTI-PUT / MULTI-GET frame, and frames in flight per connection.
@@ -93,6 +99,8 @@ class Client:
         # Request ids only need to differ among requests in flight on one connection; one
         # counter per client lets a frame be built before a connection is taken.
         self._ids = itertools.count(1)
+        # Per node: its tier mapped into this process (co-located), or None; probed once.
+        self._arenas: dict[str, SharedArena | None] = {}
 
     def call(
         self,
@@ -184,6 +192,21 @@ class Client:
             tokens[node] = bytes(token)
         return Job(self, name, tokens, WeightedRendezvous.uniform(list(self.pools)))
 
+    def arena(self, node: str) -> SharedArena | None:
+        """``node``'s tier mapped into this process if it is on this host, else None."""
+        try:
+            return self._arenas[node]
+        except KeyError:
+            pass
+        from .shared import open_arena
+
+        try:
+            info = decode_json(self.call(node, Op.MAP_INFO)[1])
+        except PocketError:
+            info = {}
+        arena = self._arenas[node] = open_arena(info)
+        return arena
+
     def node_stats(self) -> dict[str, dict[str, Any]]:
         """Each node's STATS: counters, tier accounting, per-job bytes used."""
         return {node: decode_json(self.call(node, Op.STATS)[1]) for node in self.pools}
@@ -247,6 +270,15 @@ class Job:
         """
         node, raw = self._route(key)
         view, flags = _prepare_value(data, compress)
+        if len(view) >= _SHARED_PUT_MIN:
+            arena = self.client.arena(node)
+            if arena is not None:
+                value = memoryview(view).cast("B")
+                shared.put(
+                    self.client, arena, node, self._prefix(node), raw, value, flags,
+                    _ttl_ms(ttl) if ttl is not None else 0, checksum(value),
+                )  # fmt: skip
+                return
         self.client.call(
             node, _PUT, self._job, self._tokens[node], raw, body=(view,), flags=flags,
             ttl_ms=_ttl_ms(ttl) if ttl is not None else 0, value_checksum=checksum(view),
@@ -258,10 +290,15 @@ class Job:
         With ``delete_after_read`` the node frees the object in the same request.
         """
         node, raw = self._route(key)
-        h, data = self.client.call(
-            node, _GET, self._job, self._tokens[node], raw, read=_read_value,
-            flags=_DELETE_AFTER_READ if delete_after_read else 0,
-        )  # fmt: skip
+        flags = _DELETE_AFTER_READ if delete_after_read else 0
+        arena = self.client.arena(node)
+        if arena is not None:
+            h, got = shared.get(self.client, arena, node, self._prefix(node), raw, flags)
+            data = got if isinstance(got, bytes) else b""
+        else:
+            h, data = self.client.call(
+                node, _GET, self._job, self._tokens[node], raw, read=_read_value, flags=flags
+            )
         return _decompress(data) if h.flags & _LZ4 else data
 
     def get_into(self, key: str, buffer: Buffer, *, delete_after_read: bool = False) -> int:
@@ -275,6 +312,16 @@ class Job:
         if target.readonly:
             raise RequestError("get_into needs a writable buffer")
         flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
+        arena = self.client.arena(node)
+        if arena is not None:
+            h, got = shared.get(self.client, arena, node, self._prefix(node), raw, flags, target)
+            if isinstance(got, int):
+                return got
+            value = _decompress(got) if h.flags & Flag.LZ4 else got
+            if len(value) > len(target):
+                raise _too_small(key, len(value), len(target))
+            target[: len(value)] = value
+            return len(value)
 
         def read(conn: Connection, h: ResponseHeader) -> int:
             if h.flags & Flag.LZ4:
@@ -305,6 +352,29 @@ class Job:
         if h.flags & Flag.LZ4:  # ranges of compressed objects: decompress the whole value
             return self.get(key)[start:end]
         return bytes(data)
+
+    def get_buffer(self, key: str) -> SharedBuffer:
+        """A read-only buffer over the value, without a copy when the node is on this host.
+
+        Use it as a context manager or call ``release()``: until then the node keeps the
+        value's space, so the bytes stay those of the value read, even if the key is deleted
+        or overwritten meanwhile. From a remote node (or a compressed value) the buffer holds
+        a copy.
+        """
+        from .shared import SharedBuffer
+
+        node, raw = self._route(key)
+        arena = self.client.arena(node)
+        if arena is None:
+            return SharedBuffer(memoryview(self.get(key)))
+        buf, flags = shared.buffer(self.client, arena, node, self._prefix(node), raw)
+        if flags & Flag.LZ4:
+            with buf:
+                return SharedBuffer(memoryview(_decompress(buf.view)))
+        return buf
+
+    def _prefix(self, node: str) -> tuple[bytes, bytes]:
+        return self._job, self._tokens[node]
 
     def stat(self, key: str) -> ObjectInfo:
         """Size, checksum, version and lifetime of ``key``; NotFoundError if absent."""

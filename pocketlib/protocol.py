@@ -56,9 +56,11 @@ __all__ = [
     "Status",
     "checksum",
     "decode_entries",
+    "decode_extents",
     "decode_json",
     "decode_keys",
     "encode_entries",
+    "encode_extents",
     "encode_json",
     "encode_keys",
     "encode_request",
@@ -114,6 +116,12 @@ class Op(enum.IntEnum):
     MULTI_GET = 18
     STREAM_PUT = 19  # one chunk of a streamed value; Flag.MORE on all but the last
     STATS = 20
+    # The co-located path: a client on the node's host reads and writes the tier's memory.
+    MAP_INFO = 21  # response: JSON {path, size, dev, ino, boot_id} of the tier's mapping, or {}
+    SHM_GET = 22  # like GET; a small value comes inline, else Flag.SHARED and extents, leased
+    SHM_RELEASE = 23  # arg = id of a lease or reservation to give back; never answered
+    SHM_RESERVE = 24  # length = bytes; response: extents, reserved under the request id
+    SHM_COMMIT = 25  # key, arg = reservation id, checksum, ttl, flag LZ4: makes it visible
 
 
 #: Ops whose request carries ``length`` bytes of body after the key.
@@ -128,6 +136,7 @@ class Flag:
     DELETE_AFTER_READ = 2  # GET: free the object in the same request
     RANGE = 4  # GET: offset and length name a byte range
     MORE = 8  # STREAM_PUT: more chunks follow; LIST response: more pages follow
+    SHARED = 16  # SHM_GET response: the body is extents in the shared mapping, not the value
 
 
 class Status(enum.IntEnum):
@@ -395,6 +404,21 @@ def decode_entries(body: bytes | memoryview) -> list[Entry]:
         out.append(Entry(key, view[pos : pos + length], status, flags, value_checksum))
         pos += length
     return out
+
+
+_EXTENT = struct.Struct("<QQ")
+
+
+def encode_extents(extents: Sequence[tuple[int, int]]) -> bytes:
+    """``(offset, length)`` pairs in a shared mapping (SHM_GET and SHM_RESERVE responses)."""
+    return b"".join(_EXTENT.pack(o, n) for o, n in extents)
+
+
+def decode_extents(body: bytes | memoryview) -> list[tuple[int, int]]:
+    """Inverse of :func:`encode_extents`."""
+    if len(body) % _EXTENT.size:
+        raise ProtocolError("truncated extent list")
+    return [_EXTENT.unpack_from(body, i) for i in range(0, len(body), _EXTENT.size)]
 
 
 def encode_json(obj: Any) -> bytes:

@@ -48,6 +48,7 @@ from .protocol import (
     encode_response,
     unpack_request,
 )
+from .shared_node import SharedSession
 from .tiers.base import Lease, ObjectMeta, Reservation
 from .transport import send_buffers, socket_reader
 
@@ -58,7 +59,10 @@ __all__ = ["OP_NAMES", "ConnStats", "Session"]
 
 _DRAIN_CHUNK = 1 << 20
 _LIST_PAGE_MAX = 10_000
-_OPS_WITHOUT_JOB = frozenset({int(Op.PING), int(Op.JOB_OPEN), int(Op.STATS)})
+_OPS_WITHOUT_JOB = frozenset({int(Op.PING), int(Op.JOB_OPEN), int(Op.STATS), int(Op.MAP_INFO)})
+_SHARED_OPS = frozenset(
+    int(op) for op in (Op.MAP_INFO, Op.SHM_GET, Op.SHM_RELEASE, Op.SHM_RESERVE, Op.SHM_COMMIT)
+)
 OP_NAMES = {int(op): op.name.lower() for op in Op}
 # Plain ints for the dispatch on every request (enum attribute lookups cost microseconds).
 _GET, _PUT, _MULTI_GET, _MULTI_PUT, _STREAM_PUT, _LIST = (
@@ -120,6 +124,7 @@ class Session:
         self.rfile = socket_reader(conn)
         self.uploads: dict[int, _Upload] = {}
         self.stats = ConnStats()
+        self.shared = SharedSession(self)
 
     def run(self) -> None:
         """Serve until the peer closes the connection or sends a frame that cannot be parsed;
@@ -142,6 +147,7 @@ class Session:
         finally:
             for up in self.uploads.values():
                 self._abort_upload(up)
+            self.shared.close()
             with contextlib.suppress(OSError):
                 self.rfile.close()
 
@@ -182,6 +188,8 @@ class Session:
                 self._multi_put(h, job, body)
             elif op == _STREAM_PUT:
                 self._stream_put(h, job, key)
+            elif op in _SHARED_OPS:
+                self.shared.handle(h, job, key)
             else:
                 self._simple(h, job, key, body)
         except ProtocolError:
@@ -276,7 +284,7 @@ class Session:
             res = self.tier.reserve(h.length)
             self._receive_into(res)
             try:  # the value is read: an error from here on is answered, never drained for
-                meta = self._commit(
+                meta = self.commit(
                     res, job, key, checksum=h.checksum, flags=h.flags & _LZ4, ttl=ttl
                 )
             except PocketError as exc:
@@ -330,7 +338,7 @@ class Session:
             return
         res = self.tier.join(up.parts)
         try:
-            meta = self._commit(
+            meta = self.commit(
                 res, job, key, checksum=h.arg, flags=up.flags,
                 ttl=up.ttl_ms / 1000 if up.ttl_ms else None,
             )  # fmt: skip
@@ -344,7 +352,7 @@ class Session:
             self.tier.abort(part)
         up.parts.clear()
 
-    def _commit(
+    def commit(
         self, res: Reservation, job: str, key: str, *, checksum: int, flags: int, ttl: float | None
     ) -> ObjectMeta:
         """Commit unless the job was deleted while the value was arriving."""
@@ -363,7 +371,7 @@ class Session:
                 _check_key(key)
                 res = self.tier.reserve(len(e.value))
                 res.fill(e.value)
-                meta = self._commit(res, job, key, checksum=e.checksum, flags=e.flags, ttl=ttl)
+                meta = self.commit(res, job, key, checksum=e.checksum, flags=e.flags, ttl=ttl)
                 results.append(Entry(e.key, b"", 0, 0, meta.version))
             except (PocketError, UnicodeDecodeError) as exc:
                 results.append(_error_entry(e.key, exc))

@@ -57,9 +57,13 @@ def unique_job(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
-@pytest.fixture
-def job(node: NodeProcess) -> Iterator[pocketlib.Job]:
-    """A fresh job on the session node, purged and closed after the test."""
+@pytest.fixture(params=["tcp", "shared"])
+def job(
+    request: pytest.FixtureRequest, node: NodeProcess, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[pocketlib.Job]:
+    """A fresh job on the session node, purged and closed after the test; every test that
+    uses it runs twice: values through the socket, and through the co-located shared memory."""
+    monkeypatch.setenv("POCKET_SHARED_MEMORY", "1" if request.param == "shared" else "0")
     handle = pocketlib.connect([str(node.address)], job=unique_job())
     try:
         yield handle

@@ -94,6 +94,8 @@ class Lease:
     #: Called once with ``_handle`` on release (the driver's bookkeeping).
     _release: Callable[[Any], None] | None = None
     _handle: Any = None
+    #: Driver-private location of the value (a mapped tier: its extents in the mapping).
+    loc: Any = None
 
     def release(self) -> None:
         """Let the tier reclaim the object's space if it was deleted meanwhile."""

@@ -52,7 +52,7 @@ class DramTier(MappedTier):
                 mapping = mmap.mmap(fd, capacity)
             finally:
                 os.close(fd)
-            self.shm_path = path
+            self.shm_path = self.shared_path = path
         else:
             mapping = mmap.mmap(-1, capacity)
         super().__init__(mapping, Allocator(capacity, align))
@@ -67,5 +67,5 @@ class DramTier(MappedTier):
         if self.shm_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.shm_path)
-            self.shm_path = None
+            self.shm_path = self.shared_path = None
         super().close()

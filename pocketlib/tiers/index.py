@@ -230,7 +230,7 @@ class IndexedTier(TierDriver):
             if take:
                 self._remove(job, key)
         views = self._medium_buffers(stored.loc, stored.meta.size, False)
-        return Lease(stored.meta, views, self._release, stored)
+        return Lease(stored.meta, views, self._release, stored, stored.loc)
 
     def read_small(
         self, job: str, key: str, limit: int, *, take: bool = False

@@ -22,6 +22,9 @@ Extents = list[tuple[int, int]]
 class MappedTier(IndexedTier):
     """An IndexedTier over ``mapping``; a location is a list of ``(start, length)`` extents."""
 
+    #: The file behind the mapping, if another process on this host may map it too.
+    shared_path: str | None = None
+
     def __init__(self, mapping: mmap.mmap, allocator: Allocator) -> None:
         super().__init__(allocator.capacity)
         self._allocator = allocator

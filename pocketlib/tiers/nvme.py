@@ -69,6 +69,7 @@ class NvmeTier(MappedTier):
             os.close(self._lock_fd)
             raise
         super().__init__(mapping, Allocator(capacity, align))
+        self.shared_path = os.path.join(self.path, "data")
         self.recovered = 0
         self.dropped = 0
         self._recover()

@@ -1,0 +1,266 @@
+"""The client's half of the co-located path: reading and writing a node's tier in place.
+
+When a node's tier is a file another process can map (DRAM in /dev/shm, NVMe's data file) and
+the client runs on the same host, the client maps that file and moves values with a memory
+copy instead of through the socket; the socket carries only where the value is (see
+:mod:`pocketlib.shared_node`). It is negotiated once per node and process: the node reports
+the file's path, device, inode and the host's boot id, and the client uses the path only if
+all of them match what it sees. It is off where there is no such file (AWS Lambda has no
+/dev/shm; the DRAM tier then uses anonymous memory), when the node is on another host, and
+when ``POCKET_SHARED_MEMORY=0``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .connection import Connection
+from .errors import ChecksumError, PocketError, RequestError
+from .protocol import Flag, Op, ResponseHeader, checksum, decode_extents, pack_request
+from .shared_node import boot_id
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["SharedArena", "SharedBuffer", "buffer", "get", "open_arena", "put"]
+
+
+class SharedArena:
+    """A node's tier file, mapped into this process."""
+
+    def __init__(self, path: str, size: int) -> None:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.view = memoryview(self._map)
+        self.path = path
+
+    def read_into(self, extents: list[tuple[int, int]], target: memoryview) -> None:
+        """Copy the value at ``extents`` into ``target`` (which holds exactly its size)."""
+        pos = 0
+        view = self.view
+        for offset, length in extents:
+            target[pos : pos + length] = view[offset : offset + length]
+            pos += length
+
+    def read(self, extents: list[tuple[int, int]]) -> bytes:
+        """A copy of the value at ``extents``."""
+        if len(extents) == 1:
+            offset, length = extents[0]
+            return self.view[offset : offset + length].tobytes()
+        return b"".join(self.view[o : o + n] for o, n in extents)
+
+    def write(self, extents: list[tuple[int, int]], data: memoryview) -> None:
+        """Copy ``data`` into reserved ``extents``."""
+        pos = 0
+        view = self.view
+        for offset, length in extents:
+            view[offset : offset + length] = data[pos : pos + length]
+            pos += length
+
+    def close(self) -> None:
+        """Unmap (views handed out keep the mapping alive until they are released)."""
+        with contextlib.suppress(BufferError):
+            self.view.release()
+            self._map.close()
+
+
+def open_arena(info: dict[str, Any]) -> SharedArena | None:
+    """Map the node's tier file if it is this host's and this process may; else None."""
+    if os.environ.get("POCKET_SHARED_MEMORY", "1") == "0":
+        return None
+    path = info.get("path")
+    if not path or info.get("boot_id") != boot_id() or not boot_id():
+        return None
+    try:
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) != (info.get("dev"), info.get("ino")):
+            return None  # the same name on another host, or in another mount namespace
+        return SharedArena(path, int(info["size"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class SharedBuffer:
+    """A read-only view of a stored value, valid until :meth:`release` (or ``with`` exits).
+
+    While it is held, the node keeps the value's space from being reused, so the bytes stay
+    those of the value that was read, even if its key is deleted or overwritten meanwhile.
+    """
+
+    def __init__(self, view: memoryview, release: Callable[[], None] | None = None) -> None:
+        self.view = view
+        self._release = release
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def __bytes__(self) -> bytes:
+        return self.view.tobytes()
+
+    def __buffer__(self, flags: int) -> memoryview:  # the buffer protocol (Python 3.12+)
+        return self.view
+
+    def release(self) -> None:
+        """Let the node reuse the value's space. Idempotent."""
+        release, self._release = self._release, None
+        if release is not None:
+            self.view.release()
+            release()
+
+    def __enter__(self) -> SharedBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.release()
+
+
+# -- operations through the arena (called by Job when the node's arena is mapped) -----------
+
+
+def get(
+    client: Client,
+    arena: SharedArena,
+    node: str,
+    prefix: tuple[bytes, bytes],
+    key: bytes,
+    flags: int,
+    into: memoryview | None = None,
+) -> tuple[ResponseHeader, bytes | int]:
+    """SHM_GET: the value (or its length, read ``into`` a buffer), copied out of the arena.
+
+    Small values come inline; larger ones are copied from the arena under a lease that is
+    given back (one-way, on the same connection) once the copy is checked.
+    """
+    job, token = prefix
+
+    def read(conn: Connection, h: ResponseHeader) -> bytes | int:
+        # A compressed value is returned as bytes for the caller to decompress.
+        target = None if h.flags & Flag.LZ4 else into
+        if not h.flags & Flag.SHARED:
+            return _inline(conn, h, target, key)
+        extents = decode_extents(conn.read_body(h.length))
+        try:
+            if target is None:
+                data: bytes | memoryview = arena.read(extents)
+            else:
+                if h.size > len(target):
+                    raise RequestError(
+                        f"{key!r} is {h.size} bytes; the buffer holds {len(target)}"
+                    )
+                data = target[: h.size]
+                arena.read_into(extents, data)
+            if checksum(data) != h.checksum:
+                raise ChecksumError(f"checksum mismatch reading {key!r} from shared memory")
+        finally:
+            conn.send((_release_frame(client, job, token, h.request_id),))
+        return data if isinstance(data, bytes) else h.size
+
+    rid = next(client._ids) & 0xFFFFFFFF
+    head = pack_request(Op.SHM_GET, rid, flags, job, token, key, 0, 0, 0, 0, 0)
+    return client.exchange(node, (head,), rid, read, retry=not flags & Flag.DELETE_AFTER_READ)
+
+
+def _inline(
+    conn: Connection, h: ResponseHeader, into: memoryview | None, key: bytes
+) -> bytes | int:
+    if into is None:
+        return conn.read_value(h)
+    if h.length > len(into):
+        conn.drain(h.length)
+        raise RequestError(f"{key!r} is {h.length} bytes; the buffer holds {len(into)}")
+    conn.read_into(into[: h.length])
+    if checksum(into[: h.length]) != h.checksum:
+        raise ChecksumError(f"checksum mismatch reading {key!r}")
+    return h.length
+
+
+def put(
+    client: Client,
+    arena: SharedArena,
+    node: str,
+    prefix: tuple[bytes, bytes],
+    key: bytes,
+    data: memoryview,
+    flags: int,
+    ttl_ms: int,
+    value_checksum: int,
+) -> None:
+    """SHM_RESERVE, a copy into the arena, SHM_COMMIT: on one connection, which holds the
+    reservation until the commit (the node frees it if the connection breaks first)."""
+    job, token = prefix
+    pool = client.pools[node]
+    conn = pool.acquire()
+    try:
+        rid = next(client._ids) & 0xFFFFFFFF
+        conn.send((pack_request(Op.SHM_RESERVE, rid, 0, job, token, b"", 0, len(data), 0, 0, 0),))
+        h = conn.read_header(rid)
+        arena.write(decode_extents(conn.read_body(h.length)), data)
+        done = next(client._ids) & 0xFFFFFFFF
+        frame = pack_request(
+            Op.SHM_COMMIT, done, flags, job, token, key, 0, len(data), ttl_ms, rid, value_checksum
+        )
+        conn.send((frame,))
+        conn.read_header(done)
+    except BaseException as exc:
+        pool.discard_or_release(conn, exc)
+        raise
+    pool.release(conn)
+
+
+def buffer(
+    client: Client, arena: SharedArena, node: str, prefix: tuple[bytes, bytes], key: bytes
+) -> tuple[SharedBuffer, int]:
+    """A zero-copy, read-only view of the stored value, leased until the buffer is released;
+    and the value's flags (it may be compressed)."""
+    job, token = prefix
+    pool = client.pools[node]
+    conn = pool.acquire()
+    try:
+        rid = next(client._ids) & 0xFFFFFFFF
+        conn.send((pack_request(Op.SHM_GET, rid, 0, job, token, key, 0, 0, 0, 0, 0),))
+        h = conn.read_header(rid)
+        if not h.flags & Flag.SHARED:
+            value = conn.read_value(h)
+            pool.release(conn)
+            return SharedBuffer(memoryview(value)), h.flags
+        extents = decode_extents(conn.read_body(h.length))
+    except BaseException as exc:
+        pool.discard_or_release(conn, exc)
+        raise
+
+    def release() -> None:
+        try:
+            conn.send((_release_frame(client, job, token, rid),))
+        except PocketError:
+            conn.close()  # the node frees the lease when the connection closes
+            return
+        pool.release(conn)
+
+    if len(extents) == 1:
+        offset, length = extents[0]
+        view = arena.view[offset : offset + length].toreadonly()
+    else:  # a value split over several blocks is not contiguous: copy it
+        view = memoryview(arena.read(extents))
+    if checksum(view) != h.checksum:
+        release()
+        raise ChecksumError(f"checksum mismatch reading {key!r} from shared memory")
+    if len(extents) != 1:
+        release()
+        return SharedBuffer(view), h.flags
+    return SharedBuffer(view, release), h.flags
+
+
+def _release_frame(client: Client, job: bytes, token: bytes, held: int) -> bytes:
+    rid = next(client._ids) & 0xFFFFFFFF
+    return pack_request(Op.SHM_RELEASE, rid, 0, job, token, b"", 0, 0, 0, held, 0)

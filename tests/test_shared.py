@@ -1,0 +1,142 @@
+"""The co-located path: a client on the node's host reads and writes the tier's memory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _helpers import node_stats, tier_stats, wait_until
+
+import pocketlib
+from pocketlib.cluster import NodeProcess
+from pocketlib.errors import RequestError
+from pocketlib.shared import open_arena
+from pocketlib.shared_node import boot_id
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def local_job(node: NodeProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[pocketlib.Job]:
+    monkeypatch.setenv("POCKET_SHARED_MEMORY", "1")
+    with pocketlib.connect([str(node.address)], job=f"shared-{os.getpid()}") as job:
+        try:
+            yield job
+        finally:
+            job.purge()
+
+
+def shm_ops(job: pocketlib.Job) -> dict[str, int]:
+    return {k: v for k, v in node_stats(job)["ops"].items() if k.startswith("shm_")}
+
+
+def test_large_values_go_through_shared_memory(local_job: pocketlib.Job) -> None:
+    value = os.urandom(3 * MiB)
+    before = shm_ops(local_job)
+    local_job.put("big", value)
+    assert local_job.get("big") == value
+    buf = bytearray(4 * MiB)
+    assert local_job.get_into("big", buf) == len(value)
+    assert bytes(buf[: len(value)]) == value
+    after = shm_ops(local_job)
+    assert after.get("shm_reserve", 0) == before.get("shm_reserve", 0) + 1
+    assert after.get("shm_commit", 0) == before.get("shm_commit", 0) + 1
+    assert after.get("shm_get", 0) >= before.get("shm_get", 0) + 2
+    # Every lease was given back: only the stored value is charged.
+    wait_until(lambda: tier_stats(local_job)["used"] == tier_stats(local_job)["used_by_job"].get(
+        local_job.name, 0), what="leases to be released")  # fmt: skip
+
+
+def test_switched_off_it_is_not_used(node: NodeProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POCKET_SHARED_MEMORY", "0")
+    with pocketlib.connect([str(node.address)], job=f"tcp-only-{os.getpid()}") as job:
+        before = shm_ops(job)
+        job.put("big", b"x" * (2 * MiB))
+        assert job.get("big") == b"x" * (2 * MiB)
+        assert shm_ops(job) == before
+        job.purge()
+
+
+def test_a_zero_copy_buffer_outlives_delete_and_overwrite(local_job: pocketlib.Job) -> None:
+    first, second = b"A" * (2 * MiB), b"B" * (2 * MiB)
+    local_job.put("k", first)
+    base = tier_stats(local_job)["used"]
+    with local_job.get_buffer("k") as buf:
+        assert bytes(buf.view) == first
+        assert buf.view.readonly
+        local_job.delete("k")
+        local_job.put("k", second)  # same size: it would reuse the space if it were free
+        local_job.put("other", second)
+        assert bytes(buf.view) == first, "a held buffer changed under its reader"
+        assert tier_stats(local_job)["used"] > base  # the leased space is still charged
+    assert local_job.get("k") == second
+    wait_until(lambda: tier_stats(local_job)["used"] == 2 * base, what="the lease release")
+
+
+def test_small_and_compressed_values_through_get_buffer(local_job: pocketlib.Job) -> None:
+    local_job.put("small", b"tiny")
+    with local_job.get_buffer("small") as buf:
+        assert bytes(buf) == b"tiny"
+    data = b"compress me " * 100_000
+    local_job.put("z", data, compress=True)
+    with local_job.get_buffer("z") as buf:
+        assert bytes(buf) == data
+
+
+def test_too_small_a_buffer_releases_the_lease(local_job: pocketlib.Job) -> None:
+    local_job.put("big", b"v" * (2 * MiB))
+    used = tier_stats(local_job)["used"]
+    with pytest.raises(RequestError):
+        local_job.get_into("big", bytearray(MiB))
+    assert local_job.get("big") == b"v" * (2 * MiB)  # the connection is still in step
+    wait_until(lambda: tier_stats(local_job)["used"] == used, what="the lease release")
+
+
+def test_a_client_that_dies_holding_a_lease_frees_it(node: NodeProcess) -> None:
+    name = f"dies-{os.getpid()}"
+    with pocketlib.connect([str(node.address)], job=name) as job:
+        job.put("k", b"x" * (2 * MiB))
+        used = tier_stats(job)["used"]
+        pid = os.fork()
+        if pid == 0:  # the child leases the value, overwrites it, and dies holding the lease
+            try:
+                buf = job.get_buffer("k")
+                job.put("k", b"y" * (2 * MiB))
+                os._exit(0 if bytes(buf.view[:1]) == b"x" else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        wait_until(lambda: tier_stats(job)["used"] == used, what="the dead client's lease freed")
+        assert job.get("k") == b"y" * (2 * MiB)
+        job.purge()
+
+
+def test_only_the_same_file_on_the_same_host_is_mapped(tmp_path: Path) -> None:
+    path = tmp_path / "arena"
+    path.write_bytes(b"\0" * 4096)
+    st = os.stat(path)
+    info = {"path": str(path), "size": 4096, "dev": st.st_dev, "ino": st.st_ino,
+            "boot_id": boot_id()}  # fmt: skip
+    arena = open_arena(info)
+    assert arena is not None
+    arena.close()
+    assert open_arena({**info, "boot_id": "another-host"}) is None
+    assert open_arena({**info, "ino": st.st_ino + 1}) is None  # same name, another file
+    assert open_arena({}) is None  # the node has no shareable tier
+    assert open_arena({**info, "path": str(tmp_path / "missing")}) is None
+
+
+def test_an_nvme_node_shares_its_data_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POCKET_SHARED_MEMORY", "1")
+    with (
+        NodeProcess("nvme", "32MiB", extra_args=["--path", str(tmp_path)]) as node,
+        pocketlib.connect([str(node.address)], job="nvme-shared") as job,
+    ):
+        value = os.urandom(MiB)
+        job.put("k", value)
+        with job.get_buffer("k") as buf:
+            assert bytes(buf) == value
+        assert shm_ops(job).get("shm_commit") == 1
