@@ -353,21 +353,23 @@ class Job:
             return self.get(key)[start:end]
         return bytes(data)
 
-    def get_buffer(self, key: str) -> SharedBuffer:
+    def get_buffer(self, key: str, *, delete_after_read: bool = False) -> SharedBuffer:
         """A read-only buffer over the value, without a copy when the node is on this host.
 
         Use it as a context manager or call ``release()``: until then the node keeps the
         value's space, so the bytes stay those of the value read, even if the key is deleted
-        or overwritten meanwhile. From a remote node (or a compressed value) the buffer holds
-        a copy.
+        or overwritten meanwhile (with ``delete_after_read`` the key is deleted at once and
+        the space freed on release). From a remote node (or a compressed value) the buffer
+        holds a copy.
         """
         from .shared import SharedBuffer
 
         node, raw = self._route(key)
         arena = self.client.arena(node)
         if arena is None:
-            return SharedBuffer(memoryview(self.get(key)))
-        buf, flags = shared.buffer(self.client, arena, node, self._prefix(node), raw)
+            return SharedBuffer(memoryview(self.get(key, delete_after_read=delete_after_read)))
+        flags = _DELETE_AFTER_READ if delete_after_read else 0
+        buf, flags = shared.buffer(self.client, arena, node, self._prefix(node), raw, flags)
         if flags & Flag.LZ4:
             with buf:
                 return SharedBuffer(memoryview(_decompress(buf.view)))

@@ -219,7 +219,12 @@ def put(
 
 
 def buffer(
-    client: Client, arena: SharedArena, node: str, prefix: tuple[bytes, bytes], key: bytes
+    client: Client,
+    arena: SharedArena,
+    node: str,
+    prefix: tuple[bytes, bytes],
+    key: bytes,
+    flags: int = 0,
 ) -> tuple[SharedBuffer, int]:
     """A zero-copy, read-only view of the stored value, leased until the buffer is released;
     and the value's flags (it may be compressed)."""
@@ -228,7 +233,7 @@ def buffer(
     conn = pool.acquire()
     try:
         rid = next(client._ids) & 0xFFFFFFFF
-        conn.send((pack_request(Op.SHM_GET, rid, 0, job, token, key, 0, 0, 0, 0, 0),))
+        conn.send((pack_request(Op.SHM_GET, rid, flags, job, token, key, 0, 0, 0, 0, 0),))
         h = conn.read_header(rid)
         if not h.flags & Flag.SHARED:
             value = conn.read_value(h)

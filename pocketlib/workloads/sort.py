@@ -48,8 +48,12 @@ class ShuffleStore(abc.ABC):
         """Store one partition."""
 
     @abc.abstractmethod
-    def take(self, key: str) -> bytes:
-        """Read one partition and free it."""
+    def take(self, key: str) -> Any:
+        """Read one partition and free it: bytes or any object with the buffer protocol,
+        valid until :meth:`release_taken`."""
+
+    def release_taken(self) -> None:  # noqa: B027 - optional
+        """The partitions taken so far are no longer needed (zero-copy stores free them)."""
 
     def peak_bytes(self) -> int | None:
         """Peak bytes the store held, if it can tell."""
@@ -68,9 +72,10 @@ class PocketShuffle(ShuffleStore):
         self.nodes = nodes
         self.job_name = job
         self._job: Any = None
+        self._taken: list[Any] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"nodes": self.nodes, "job_name": self.job_name, "_job": None}
+        return {"nodes": self.nodes, "job_name": self.job_name, "_job": None, "_taken": []}
 
     @property
     def job(self) -> Any:
@@ -83,9 +88,17 @@ class PocketShuffle(ShuffleStore):
     def put(self, key: str, data: bytes | memoryview) -> None:
         self.job.put(key, data)
 
-    def take(self, key: str) -> bytes:
-        data: bytes = self.job.get(key, delete_after_read=True)
-        return data
+    def take(self, key: str) -> Any:
+        # Zero-copy when the node is on this host: the reducer reads the partition straight
+        # out of the node's memory, which is freed when the buffer is released.
+        buf = self.job.get_buffer(key, delete_after_read=True)
+        self._taken.append(buf)
+        return buf.view
+
+    def release_taken(self) -> None:
+        for buf in self._taken:
+            buf.release()
+        self._taken.clear()
 
     def peak_bytes(self) -> int | None:
         return sum(int(s["tier"]["peak_used"]) for s in self.job.stats().values())
@@ -187,6 +200,8 @@ def _reduce_task(store: ShuffleStore, r: int, mappers: int, reducers: int) -> Ta
         _count_moved(len(data))
         parts.append(np.frombuffer(data, dtype=np.uint8))
     records = np.concatenate(parts).reshape(-1, RECORD) if parts else np.empty((0, RECORD))
+    parts.clear()
+    store.release_taken()  # the concatenation is a copy: the store may free its buffers
     hi, lo = _key_parts(records)
     order = np.lexsort((lo, hi))
     records = records[order]
