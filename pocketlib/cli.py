@@ -38,6 +38,15 @@ def _node(args: argparse.Namespace) -> int:
                 tier.close()
             raise
         driver = ChainTier(tiers)
+    if args.persist:
+        from .tiers.persist import PersistingTier
+
+        name, capacity, path = parse_spill(args.persist)
+        try:
+            driver = PersistingTier(driver, load_driver(name).from_options(capacity, path))
+        except BaseException:
+            driver.close()
+            raise
     secret = args.secret or os.environ.get("POCKET_SECRET")
     node = StorageNode(driver, args.host, args.port, secret=secret.encode() if secret else None)
 
@@ -127,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--spill", action="append", default=[], metavar="TIER:CAPACITY[:PATH]",
         help="a slower tier that takes puts when the ones before it are full (repeatable)",
+    )  # fmt: skip
+    node.add_argument(
+        "--persist", default=None, metavar="TIER:CAPACITY[:PATH]",
+        help="where puts with persist=True are written through to (e.g. s3:1TiB:s3://b/p)",
     )  # fmt: skip
     node.add_argument("--host", default="127.0.0.1")
     node.add_argument("--port", type=int, default=0, help="0 picks a free port")

@@ -261,15 +261,24 @@ class Job:
 
     # -- single objects -----------------------------------------------------------------------
     def put(
-        self, key: str, data: Buffer, *, ttl: float | None = None, compress: bool = False
+        self,
+        key: str,
+        data: Buffer,
+        *,
+        ttl: float | None = None,
+        compress: bool = False,
+        persist: bool = False,
     ) -> None:
         """Store ``data`` under ``key``, replacing any previous value.
 
         ``ttl`` (seconds) makes the node delete the object after that long; ``compress``
-        stores it lz4-compressed (the reader decompresses transparently).
+        stores it lz4-compressed (the reader decompresses transparently); ``persist`` also
+        writes it through to the node's persist tier (S3), so it outlives :meth:`purge`.
         """
         node, raw = self._route(key)
         view, flags = _prepare_value(data, compress)
+        if persist:
+            flags |= Flag.PERSIST
         if len(view) >= _SHARED_PUT_MIN:
             arena = self.client.arena(node)
             if arena is not None:
@@ -420,9 +429,14 @@ class Job:
         return sum(self._call(node, Op.DELETE_PREFIX, raw)[0].size for node in self.router.nodes)
 
     def put_many(
-        self, items: Mapping[str, Buffer], *, ttl: float | None = None, compress: bool = False
+        self,
+        items: Mapping[str, Buffer],
+        *,
+        ttl: float | None = None,
+        compress: bool = False,
+        persist: bool = False,
     ) -> None:
-        """Store many values, batched per node and pipelined.
+        """Store many values, batched per node and pipelined (options as for :meth:`put`).
 
         Raises the first error after trying every item; items that succeeded stay stored.
         """
@@ -432,7 +446,7 @@ class Job:
         for key, data in items.items():
             node, raw = self._route(key)
             view, flags = _prepare_value(data, compress)
-            entry = Entry(raw, view, 0, flags, checksum(view))
+            entry = Entry(raw, view, 0, flags | (Flag.PERSIST if persist else 0), checksum(view))
             if len(view) > _BATCH_BYTES:  # a value larger than a batch travels alone
                 large.append((node, entry))
             else:

@@ -30,6 +30,7 @@ from typing import Any
 from .config import Address
 from .session import OP_NAMES, ConnStats, Session
 from .tiers.base import TierDriver
+from .tiers.persist import PersistingTier
 from .transport import tune_socket
 
 __all__ = ["StorageNode"]
@@ -52,6 +53,8 @@ class StorageNode:
         reap_interval: float = 0.5,
     ) -> None:
         self.tier = tier
+        #: Whether puts may ask to be written through to a persist tier (``--persist``).
+        self.persists = isinstance(tier, PersistingTier)
         self._secret = secret or secrets.token_bytes(32)
         #: Open jobs and their tokens. Changed, and checked before a commit, under ``lock``,
         #: so that no object is committed for a job that was deleted meanwhile.

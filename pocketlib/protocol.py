@@ -137,6 +137,9 @@ class Flag:
     RANGE = 4  # GET: offset and length name a byte range
     MORE = 8  # STREAM_PUT: more chunks follow; LIST response: more pages follow
     SHARED = 16  # SHM_GET response: the body is extents in the shared mapping, not the value
+    PERSIST = 32  # PUT: write through to the node's persist tier; outlives the job's data
+    #: The flags a put stores with its value.
+    STORED = LZ4 | PERSIST
 
 
 class Status(enum.IntEnum):

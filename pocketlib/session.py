@@ -72,7 +72,7 @@ _GET, _PUT, _MULTI_GET, _MULTI_PUT, _STREAM_PUT, _LIST = (
 _VALUE_OPS = frozenset({_PUT, _STREAM_PUT})
 _META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT})
 _pack_response = RESPONSE_HEADER.pack
-_DELETE_AFTER_READ, _RANGE, _LZ4 = Flag.DELETE_AFTER_READ, Flag.RANGE, Flag.LZ4
+_DELETE_AFTER_READ, _RANGE, _STORED = Flag.DELETE_AFTER_READ, Flag.RANGE, Flag.STORED
 #: Values up to this size arrive with their header in one read and are stored in one step.
 _SMALL_VALUE = 16 * 1024
 _JOIN_LIMIT = 16 * 1024
@@ -172,6 +172,8 @@ class Session:
         # refusal never leaves them in the stream.
         body = _read_meta_body(rfile, h) if op in _META_BODY_OPS else b""
         try:
+            if h.flags & Flag.PERSIST and not self.node.persists:
+                raise RequestError("this node has no persist tier (start it with --persist)")
             if op not in _OPS_WITHOUT_JOB:
                 expected = self.node.jobs.get(job)
                 if expected is None:
@@ -275,7 +277,7 @@ class Session:
                     if job not in self.node.jobs:
                         raise UnknownJobError(f"job {job!r} was deleted during the put")
                     meta = self.tier.put(
-                        job, key, value, checksum=h.checksum, flags=h.flags & _LZ4, ttl=ttl
+                        job, key, value, checksum=h.checksum, flags=h.flags & _STORED, ttl=ttl
                     )
             except PocketError as exc:
                 self.reply_error(h.request_id, exc)
@@ -285,7 +287,7 @@ class Session:
             self._receive_into(res)
             try:  # the value is read: an error from here on is answered, never drained for
                 meta = self.commit(
-                    res, job, key, checksum=h.checksum, flags=h.flags & _LZ4, ttl=ttl
+                    res, job, key, checksum=h.checksum, flags=h.flags & _STORED, ttl=ttl
                 )
             except PocketError as exc:
                 self.reply_error(h.request_id, exc)
@@ -313,7 +315,7 @@ class Session:
         if up is None:
             if h.offset != 0:
                 raise RequestError(f"stream for {key!r} starts at offset {h.offset}, not 0")
-            up = uploads[h.request_id] = _Upload(job, key, h.flags & Flag.LZ4, h.ttl_ms)
+            up = uploads[h.request_id] = _Upload(job, key, h.flags & _STORED, h.ttl_ms)
         if up.error is None and (up.job != job or up.key != key or up.received != h.offset):
             up.error = RequestError(f"stream chunk for {key!r} out of order")
         if up.error is not None:
@@ -369,6 +371,8 @@ class Session:
             try:
                 key = e.key.decode("utf-8")
                 _check_key(key)
+                if e.flags & Flag.PERSIST and not self.node.persists:
+                    raise RequestError("this node has no persist tier (start it with --persist)")
                 res = self.tier.reserve(len(e.value))
                 res.fill(e.value)
                 meta = self.commit(res, job, key, checksum=e.checksum, flags=e.flags, ttl=ttl)

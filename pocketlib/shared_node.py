@@ -102,7 +102,7 @@ class SharedSession:
                 tier.abort(res)
                 raise RequestError(f"reservation {h.arg} is {res.size} bytes, not {h.length}")
             meta = s.commit(
-                res, job, key, checksum=h.checksum, flags=h.flags & Flag.LZ4,
+                res, job, key, checksum=h.checksum, flags=h.flags & Flag.STORED,
                 ttl=h.ttl_ms / 1000 if h.ttl_ms else None,
             )  # fmt: skip
             s.conn.sendall(encode_response(h.request_id, size=meta.size, version=meta.version))
