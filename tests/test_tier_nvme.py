@@ -131,6 +131,10 @@ def test_bad_paths_are_clear_errors(tmp_path: Path) -> None:
     a_file.write_bytes(b"")
     with pytest.raises(ConfigError, match="cannot use"):
         NvmeTier(MiB, str(a_file / "sub"))  # a directory cannot be made under a file
+    with pytest.raises(ConfigError, match="cannot use"):
+        NvmeTier(MiB, str(tmp_path / "unmounted" / "nvme"))  # the parent is missing
+    fresh = NvmeTier(MiB, str(tmp_path / "new"))  # only the directory itself: made
+    fresh.close()
     st = os.statvfs(tmp_path)
     too_big = st.f_bavail * st.f_frsize + (1 << 30)
     with pytest.raises(ConfigError, match="too few"):  # refused before anything is allocated

@@ -53,7 +53,10 @@ class NvmeTier(MappedTier):
         self.path = os.path.abspath(path)
         self.sync = sync
         try:
-            os.makedirs(self.path, exist_ok=True)
+            # The directory itself may be new, but not its parent: a missing parent is more
+            # likely an unmounted disk than a wish for a fresh, empty tier.
+            if not os.path.isdir(self.path):
+                os.mkdir(self.path, 0o700)
             self._lock_fd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise ConfigError(f"cannot use {self.path} for the nvme tier: {exc.strerror}") from exc
