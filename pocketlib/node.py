@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import itertools
 import os
 import secrets
 import socket
@@ -56,9 +57,11 @@ class StorageNode:
         #: Whether puts may ask to be written through to a persist tier (``--persist``).
         self.persists = isinstance(tier, PersistingTier)
         self._secret = secret or secrets.token_bytes(32)
-        #: Open jobs and their tokens. Changed, and checked before a commit, under ``lock``,
-        #: so that no object is committed for a job that was deleted meanwhile.
+        #: Open jobs and their tokens.
         self.jobs: dict[str, bytes] = {}
+        #: Which opening of each job is current: a put compares it before and after its commit.
+        self.job_epochs: dict[str, int] = {}
+        self._epochs = itertools.count(1)
         self.lock = threading.Lock()
         self._stopping = threading.Event()
         self._stop_requested = threading.Event()
@@ -127,14 +130,19 @@ class StorageNode:
         """Open ``job`` here (idempotent); returns its token."""
         token = self.token_for(job)
         with self.lock:
-            self.jobs[job] = token
+            if job not in self.jobs:
+                self.jobs[job] = token
+                self.job_epochs[job] = next(self._epochs)
         return token
 
     def delete_job(self, job: str) -> int:
         """Close ``job`` and free all its objects; returns how many there were."""
-        with self.lock:  # under the lock a put of this job either committed or will refuse
+        with self.lock:
             self.jobs.pop(job, None)
-            return self.tier.delete_job(job)
+            self.job_epochs.pop(job, None)
+        # Outside the lock: freeing a large job (or one on S3) must not stall every put.
+        # A put that commits meanwhile sees the epoch change and removes what it stored.
+        return self.tier.delete_job(job)
 
     def stats(self) -> dict[str, Any]:
         """Counters and tier accounting, as the STATS operation returns them."""

@@ -273,12 +273,11 @@ class Session:
             if len(value) != h.length:
                 raise _Disconnected
             try:
-                with self.node.lock:  # JOB_DELETE holds it too: no object outlives its job
-                    if job not in self.node.jobs:
-                        raise UnknownJobError(f"job {job!r} was deleted during the put")
-                    meta = self.tier.put(
-                        job, key, value, checksum=h.checksum, flags=h.flags & _STORED, ttl=ttl
-                    )
+                epoch = self._epoch(job, key)
+                meta = self.tier.put(
+                    job, key, value, checksum=h.checksum, flags=h.flags & _STORED, ttl=ttl
+                )
+                self._check_epoch(job, key, epoch)
             except PocketError as exc:
                 self.reply_error(h.request_id, exc)
                 return
@@ -358,11 +357,27 @@ class Session:
         self, res: Reservation, job: str, key: str, *, checksum: int, flags: int, ttl: float | None
     ) -> ObjectMeta:
         """Commit unless the job was deleted while the value was arriving."""
-        with self.node.lock:  # JOB_DELETE holds it too: no object outlives its job
-            if job not in self.node.jobs:
-                self.tier.abort(res)
-                raise UnknownJobError(f"job {job!r} was deleted while {key!r} was being put")
-            return self.tier.commit(res, job, key, checksum=checksum, flags=flags, ttl=ttl)
+        try:
+            epoch = self._epoch(job, key)
+        except UnknownJobError:
+            self.tier.abort(res)
+            raise
+        meta = self.tier.commit(res, job, key, checksum=checksum, flags=flags, ttl=ttl)
+        self._check_epoch(job, key, epoch)
+        return meta
+
+    def _epoch(self, job: str, key: str) -> int:
+        epoch = self.node.job_epochs.get(job)
+        if epoch is None:
+            raise UnknownJobError(f"job {job!r} was deleted while {key!r} was being put")
+        return epoch
+
+    def _check_epoch(self, job: str, key: str, epoch: int) -> None:
+        """No object outlives its job: if the job was deleted (or deleted and opened again)
+        while this put committed, what it stored is removed and the put fails."""
+        if self.node.job_epochs.get(job) != epoch:
+            self.tier.delete(job, key)
+            raise UnknownJobError(f"job {job!r} was deleted while {key!r} was being put")
 
     def _multi_put(self, h: RequestHeader, job: str, body: bytes) -> None:
         results: list[Entry] = []

@@ -56,4 +56,9 @@ class TestRegisteredDriver(TierConformance):
             self.made += 1
             path = self.tmp_path / f"tier-{self.made}"
             path.mkdir()
-            return self.driver_cls.from_options(capacity, str(path))
+            try:
+                return self.driver_cls.from_options(capacity, str(path))
+            except ConfigError:
+                # Neither a capacity nor a directory will do: a driver that needs a server
+                # (S3) runs this suite in its own module, against a real one.
+                pytest.skip(f"{self.driver_cls.name} needs a server: see its own test module")

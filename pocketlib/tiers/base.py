@@ -286,7 +286,11 @@ class TierDriver(abc.ABC):
         self.close()
 
 
-_BUILTIN = {"dram": "pocketlib.tiers.dram:DramTier", "nvme": "pocketlib.tiers.nvme:NvmeTier"}
+_BUILTIN = {
+    "dram": "pocketlib.tiers.dram:DramTier",
+    "nvme": "pocketlib.tiers.nvme:NvmeTier",
+    "s3": "pocketlib.tiers.s3:S3Tier",
+}
 
 
 def available_drivers() -> dict[str, str]:
