@@ -39,13 +39,10 @@ unknown bucket or refused credentials ConfigError; anything else S3 answers Serv
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import heapq
 import logging
 import os
-import re
 import threading
 import time
 import urllib.parse
@@ -69,15 +66,23 @@ from ..errors import (
 from ..protocol import Hasher
 from ..protocol import checksum as xxh3
 from .base import Capabilities, Lease, ObjectMeta, Reservation, TierDriver, TierStats
+from .s3names import (
+    MAX_PARTS,
+    MIN_PART,
+    b64,
+    decode_segment,
+    encode_segment,
+    hashed,
+    parse_meta,
+    plan_parts,
+    unb64,
+)
 
 __all__ = ["S3Tier", "decode_segment", "encode_segment"]
 
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
-#: S3's smallest part (all but the last) and most parts in one multipart upload.
-MIN_PART = 5 * MiB
-MAX_PARTS = 10_000
 #: S3's largest part.
 MAX_PART = 5 << 30
 #: Longest path segment that path-based stores (SeaweedFS, MinIO) accept, and S3's longest key.
@@ -93,40 +98,6 @@ _DELETE_BATCH = 1000
 _CREDENTIAL_ERRORS = frozenset(
     ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken")
 )
-
-_UNSAFE = re.compile("[\x00-\x1f\x7f%/\\\\~\ufffe\uffff]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    return "".join(f"%{b:02X}" for b in match.group().encode())
-
-
-def encode_segment(text: str) -> str:
-    """``text`` as one path segment of an object name (see the module docs)."""
-    out = _UNSAFE.sub(_escape, text)
-    if out.startswith("."):
-        out = "%2E" + out[1:]
-    return out
-
-
-def decode_segment(segment: str) -> str:
-    """The text :func:`encode_segment` made ``segment`` from (ValueError if it did not)."""
-    text = urllib.parse.unquote(segment, errors="strict")
-    if encode_segment(text) != segment:
-        raise ValueError(f"{segment!r} is not an escaped segment")
-    return text
-
-
-def _hashed(text: str) -> str:
-    return "~" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def _b64(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode()).decode("ascii")
-
-
-def _unb64(value: str) -> str:
-    return base64.urlsafe_b64decode(value.encode("ascii")).decode()
 
 
 @dataclass(slots=True)
@@ -157,42 +128,6 @@ class _KeyLock:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.users = 0
-
-
-def _parse_meta(raw: dict[str, str]) -> tuple[ObjectMeta, int] | None:
-    """The metadata the tier wrote on an object, or None if it is not one of ours."""
-    try:
-        meta = ObjectMeta(
-            int(raw["size"]),
-            int(raw["checksum"]),
-            int(raw["flags"]),
-            int(raw["version"]),
-            float(raw["created"]),
-            float(raw["expires"]),
-        )
-        return meta, int(raw["xxh3"])
-    except (KeyError, ValueError):
-        return None
-
-
-def _plan_parts(chunks: list[bytearray], total: int) -> list[list[bytearray]]:
-    """Group chunks into multipart parts: each part at least the S3 minimum (but the last),
-    and few enough parts for S3's limit. A chunk big enough is a part of its own."""
-    floor = max(MIN_PART, -(-total // (MAX_PARTS - 1)))
-    parts: list[list[bytearray]] = []
-    pending: list[bytearray] = []
-    pending_len = 0
-    for chunk in chunks:
-        if not chunk:
-            continue
-        pending.append(chunk)
-        pending_len += len(chunk)
-        if pending_len >= floor:
-            parts.append(pending)
-            pending, pending_len = [], 0
-    if pending:
-        parts.append(pending)
-    return parts
 
 
 class S3Tier(TierDriver):
@@ -308,13 +243,13 @@ class S3Tier(TierDriver):
         extra: dict[str, str] = {}
         jseg = encode_segment(job)
         if len(jseg.encode()) > SEGMENT_MAX:
-            jseg = _hashed(job)
-            extra["job"] = _b64(job)
+            jseg = hashed(job)
+            extra["job"] = b64(job)
         kseg = encode_segment(key)
         head = len(self._base.encode()) + len(jseg.encode()) + 1
         if len(kseg.encode()) > SEGMENT_MAX or head + len(kseg.encode()) > NAME_MAX:
-            kseg = _hashed(key)
-            extra["key"] = _b64(key)
+            kseg = hashed(key)
+            extra["key"] = b64(key)
         return f"{self._base}{jseg}/{kseg}", extra
 
     def _parse_name(self, name: str, raw: dict[str, str]) -> tuple[str, str] | None:
@@ -325,8 +260,8 @@ class S3Tier(TierDriver):
         if not sep or "/" in kseg:
             return None
         try:
-            job = _unb64(raw["job"]) if jseg.startswith("~") else decode_segment(jseg)
-            key = _unb64(raw["key"]) if kseg.startswith("~") else decode_segment(kseg)
+            job = unb64(raw["job"]) if jseg.startswith("~") else decode_segment(jseg)
+            key = unb64(raw["key"]) if kseg.startswith("~") else decode_segment(kseg)
         except (KeyError, ValueError):
             return None
         try:
@@ -538,7 +473,7 @@ class S3Tier(TierDriver):
             body: bytes | bytearray = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             self._call("PUT", name, self._client.put_object, Body=body, **common)
             return
-        parts = _plan_parts(chunks, size)
+        parts = plan_parts(chunks, size)
         created = self._call("PUT", name, self._client.create_multipart_upload, **common)
         upload_id = created["UploadId"]
         futures: list[Future[str]] = []
@@ -582,7 +517,7 @@ class S3Tier(TierDriver):
                 stored.refs += 1
             try:
                 data, raw = self._fetch(stored.name)
-                found = _parse_meta(raw)
+                found = parse_meta(raw)
                 meta, digest = stored.meta, stored.digest
                 if found is not None and found[0].version != meta.version:
                     # Overwritten between the index lookup and the GET: look again, and if it
@@ -840,7 +775,7 @@ class S3Tier(TierDriver):
         for name, raw in zip(names, heads, strict=True):
             if raw is None:  # deleted since the listing
                 continue
-            parsed = _parse_meta(raw)
+            parsed = parse_meta(raw)
             ids = self._parse_name(name, raw) if parsed is not None else None
             if parsed is None or ids is None:
                 self.skipped.append(name)
