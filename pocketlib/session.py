@@ -337,8 +337,8 @@ class Session:
             self._abort_upload(up)
             self.reply_error(h.request_id, up.error)
             return
-        res = self.tier.join(up.parts)
         try:
+            res = self.tier.join(up.parts)
             meta = self.commit(
                 res, job, key, checksum=h.arg, flags=up.flags,
                 ttl=up.ttl_ms / 1000 if up.ttl_ms else None,

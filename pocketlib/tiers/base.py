@@ -289,6 +289,7 @@ class TierDriver(abc.ABC):
 _BUILTIN = {
     "dram": "pocketlib.tiers.dram:DramTier",
     "nvme": "pocketlib.tiers.nvme:NvmeTier",
+    "hdd": "pocketlib.tiers.hdd:HddTier",
     "s3": "pocketlib.tiers.s3:S3Tier",
 }
 
