@@ -1,8 +1,8 @@
-"""IndexedTier: the bookkeeping shared by tiers that hold values in addressable memory.
+"""IndexedTier: a tier that holds values in addressable memory, over an :class:`ObjectIndex`.
 
-It keeps, under one lock, the per-job index of objects, lease reference counts, TTL expiry and
-per-job accounting. A subclass supplies only the medium: how to allocate and free space and how
-to view it as buffers (DRAM: a shared-memory arena; NVMe: a mapped file).
+One lock covers the index (objects, leases, TTL expiry, per-job accounting) and the medium's
+allocator. A subclass supplies only the medium: how to allocate and free space and how to view
+it as buffers (DRAM: a shared-memory arena; NVMe: a mapped file).
 
 Deleting or overwriting an object that is leased only unlinks it; its space is freed when the
 last lease is released, so a reader never sees bytes of a later value.
@@ -12,41 +12,22 @@ from __future__ import annotations
 
 import abc
 import functools
-import heapq
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from ..errors import CapacityError, NotFoundError
+from ..errors import CapacityError
 from ..protocol import checksum as value_checksum
 from .base import Lease, ObjectMeta, Reservation, TierDriver, TierStats
+from .objindex import Entry, ObjectIndex
 
 __all__ = ["IndexedTier"]
 
 # Builds an ObjectMeta from a tuple in C (a NamedTuple's __new__ is a Python function).
 _new_meta = functools.partial(tuple.__new__, ObjectMeta)
 
-
-@dataclass(slots=True)
-class _Stored:
-    meta: ObjectMeta
-    loc: Any
-    charged: int
-    job: str
-    refs: int = 0
-    dead: bool = False
-
-
-class _JobIndex:
-    """One job's objects, with a lazily sorted key list for paged LIST."""
-
-    __slots__ = ("objects", "sorted_keys", "used")
-
-    def __init__(self) -> None:
-        self.objects: dict[str, _Stored] = {}
-        self.sorted_keys: list[str] | None = None
-        self.used = 0
+#: An indexed object; ``loc`` is the medium's location of its space.
+_Stored = Entry[Any]
 
 
 class IndexedTier(TierDriver):
@@ -54,13 +35,9 @@ class IndexedTier(TierDriver):
 
     def __init__(self, capacity: int) -> None:
         self._lock = threading.Lock()
-        self._jobs: dict[str, _JobIndex] = {}
-        self._expiry: list[tuple[float, int, str, str]] = []
-        self._version = 0
-        self._capacity = capacity
-        self._used = 0
-        self._peak = 0
-        self._objects = 0
+        self._index: ObjectIndex[Any] = ObjectIndex(
+            capacity, on_free=self._free_entry, on_remove=self._removing
+        )
 
     # -- medium hooks (called with the lock held) --------------------------------------------
     @abc.abstractmethod
@@ -82,7 +59,7 @@ class IndexedTier(TierDriver):
     # -- TierDriver ---------------------------------------------------------------------------
     @property
     def capacity(self) -> int:
-        return self._capacity
+        return self._index.capacity
 
     def reserve(self, nbytes: int) -> Reservation:
         if nbytes < 0:
@@ -93,17 +70,17 @@ class IndexedTier(TierDriver):
 
     def _take_space(self, nbytes: int) -> tuple[Any, int]:
         """Allocate and charge space (lock held); CapacityError if it is not there."""
-        free = self._capacity - self._used
+        ix = self._index
+        free = ix.capacity - ix.used
         got = self._medium_allocate(nbytes) if nbytes <= free else None
         if got is None:
             raise CapacityError(
-                f"{self.name} tier is full: {nbytes} bytes requested, "
-                f"{free} of {self._capacity} free"
+                f"{self.name} tier is full: {nbytes} bytes requested, {free} of {ix.capacity} free"
             )
         loc, charged = got
-        self._used += charged
-        if self._used > self._peak:
-            self._peak = self._used
+        ix.used += charged
+        if ix.used > ix.peak:
+            ix.peak = ix.used
         return loc, charged
 
     def abort(self, res: Reservation) -> None:
@@ -178,10 +155,11 @@ class IndexedTier(TierDriver):
         ttl: float | None,
     ) -> ObjectMeta:
         """Make filled space visible as ``key`` (lock held)."""
-        self._version += 1
+        ix = self._index
+        ix.version += 1
         expires = now + ttl if ttl else 0.0
-        meta = _new_meta((size, checksum, flags, self._version, now, expires))
-        stored = _Stored(meta, loc, charged, job)
+        meta = _new_meta((size, checksum, flags, ix.version, now, expires))
+        stored = Entry(meta, loc, charged, job, key)
         try:
             # Recorded before the value it replaces is freed: a persistent tier that crashes
             # right after must find the new value, never the old one over reused space.
@@ -189,32 +167,16 @@ class IndexedTier(TierDriver):
         except BaseException:
             self._free_space(loc, size, charged)
             raise
-        self._insert(job, key, stored)
+        ix.insert(stored)
         return meta
-
-    def _insert(self, job: str, key: str, stored: _Stored) -> None:
-        """Index ``stored`` as ``key``, unlinking what it replaces (lock held)."""
-        index = self._jobs.get(job)
-        if index is None:
-            index = self._jobs[job] = _JobIndex()
-        old = index.objects.get(key)
-        if old is None:
-            index.sorted_keys = None
-        else:
-            self._unlink(index, old)
-        self._objects += 1
-        index.objects[key] = stored
-        index.used += stored.charged
-        if stored.meta.expires:
-            heapq.heappush(self._expiry, (stored.meta.expires, stored.meta.version, job, key))
 
     def _restore(self, job: str, key: str, meta: ObjectMeta, loc: Any, charged: int) -> None:
         """Index an object found on the medium at start (no record is written)."""
         with self._lock:
-            self._insert(job, key, _Stored(meta, loc, charged, job))
-            self._used += charged
-            self._peak = max(self._peak, self._used)
-            self._version = max(self._version, meta.version)
+            ix = self._index
+            ix.insert(Entry(meta, loc, charged, job, key))
+            ix.charge(charged)
+            ix.version = max(ix.version, meta.version)
 
     # -- persistence hooks (lock held); a persistent tier records changes here ----------------
     def _record_put(self, job: str, key: str, stored: _Stored) -> None:
@@ -225,10 +187,10 @@ class IndexedTier(TierDriver):
 
     def lease(self, job: str, key: str, *, take: bool = False) -> Lease:
         with self._lock:
-            stored = self._find(job, key)
+            stored = self._index.find(job, key)
             stored.refs += 1
             if take:
-                self._remove(job, key)
+                self._index.remove(job, key)
         views = self._medium_buffers(stored.loc, stored.meta.size, False)
         return Lease(stored.meta, views, self._release, stored, stored.loc)
 
@@ -237,134 +199,66 @@ class IndexedTier(TierDriver):
     ) -> tuple[ObjectMeta, bytes] | None:
         """Copy a small value out under the lock: no lease to take and give back."""
         with self._lock:
-            stored = self._find(job, key)
+            stored = self._index.find(job, key)
             meta = stored.meta
             if meta.size > limit:
                 return None
             views = self._medium_buffers(stored.loc, meta.size, False)
             data = views[0].tobytes() if len(views) == 1 else b"".join(views)
             if take:
-                self._remove(job, key)
+                self._index.remove(job, key)
         return meta, data
 
     def stat(self, job: str, key: str) -> ObjectMeta:
         with self._lock:
-            return self._find(job, key).meta
+            return self._index.find(job, key).meta
 
     def delete(self, job: str, key: str) -> bool:
         with self._lock:
-            index = self._jobs.get(job)
-            if index is None or key not in index.objects:
+            if self._index.get(job, key) is None:
                 return False
-            self._remove(job, key)
+            self._index.remove(job, key)
             return True
 
     def list(
         self, job: str, prefix: str = "", after: str = "", limit: int = 1000
     ) -> tuple[list[str], bool]:
-        from bisect import bisect_left, bisect_right
-
         now = time.time()
         with self._lock:
-            index = self._jobs.get(job)
-            if index is None:
-                return [], False
-            if index.sorted_keys is None:
-                index.sorted_keys = sorted(index.objects)
-            keys = index.sorted_keys
-            i = bisect_right(keys, after) if after >= prefix else bisect_left(keys, prefix)
-            out: list[str] = []
-            while i < len(keys) and keys[i].startswith(prefix):
-                stored = index.objects.get(keys[i])
-                if stored is not None and not (stored.meta.expires and stored.meta.expires <= now):
-                    if len(out) == limit:
-                        return out, True
-                    out.append(keys[i])
-                i += 1
-            return out, False
+            return self._index.page(job, prefix, after, limit, now)
 
     def delete_prefix(self, job: str, prefix: str) -> int:
         with self._lock:
-            index = self._jobs.get(job)
-            if index is None:
-                return 0
-            doomed = [k for k in index.objects if k.startswith(prefix)]
-            for key in doomed:
-                self._remove(job, key)
-            return len(doomed)
+            return self._index.delete_prefix(job, prefix)
 
     def delete_job(self, job: str) -> int:
         with self._lock:
-            index = self._jobs.get(job)
-            if index is None:
-                return 0
-            doomed = list(index.objects)
-            for key in doomed:
-                self._remove(job, key)
-            del self._jobs[job]
-            return len(doomed)
+            return self._index.delete_job(job)
 
     def expire(self, now: float) -> int:
-        count = 0
         with self._lock:
-            while self._expiry and self._expiry[0][0] <= now:
-                _, version, job, key = heapq.heappop(self._expiry)
-                index = self._jobs.get(job)
-                stored = index.objects.get(key) if index else None
-                if stored is not None and stored.meta.version == version:
-                    self._remove(job, key)
-                    count += 1
-        return count
+            return self._index.expire(now)
 
     def stats(self) -> TierStats:
         with self._lock:
-            return TierStats(
-                tier=self.name,
-                capacity=self._capacity,
-                used=self._used,
-                peak_used=self._peak,
-                objects=self._objects,
-                used_by_job={j: ix.used for j, ix in self._jobs.items() if ix.objects},
-                objects_by_job={j: len(ix.objects) for j, ix in self._jobs.items() if ix.objects},
-                counters=self._counters(),
-            )
+            return self._index.stats(self.name, self._counters())
 
     def _counters(self) -> dict[str, int]:
         """Driver-specific counters for :meth:`stats` (lock held)."""
         return {}
 
     # -- internals (lock held) ----------------------------------------------------------------
-    def _find(self, job: str, key: str) -> _Stored:
-        index = self._jobs.get(job)
-        stored = index.objects.get(key) if index else None
-        if stored is None:
-            raise NotFoundError(f"no object {key!r} in job {job!r}")
-        if stored.meta.expires and stored.meta.expires <= time.time():
-            self._remove(job, key)
-            raise NotFoundError(f"object {key!r} in job {job!r} expired")
-        return stored
+    def _removing(self, stored: _Stored) -> None:
+        self._record_delete(stored.job, stored.key, stored)
 
-    def _remove(self, job: str, key: str) -> None:
-        index = self._jobs[job]
-        stored = index.objects[key]
-        self._record_delete(job, key, stored)
-        del index.objects[key]
-        index.sorted_keys = None
-        self._unlink(index, stored)
-
-    def _unlink(self, index: _JobIndex, stored: _Stored) -> None:
-        index.used -= stored.charged
-        self._objects -= 1
-        stored.dead = True
-        if stored.refs == 0:
-            self._free_space(stored.loc, stored.meta.size, stored.charged)
+    def _free_entry(self, stored: _Stored) -> None:
+        """An object's space is neither indexed nor leased: give it back (its charge is off)."""
+        self._medium_free(stored.loc, stored.meta.size)
 
     def _release(self, stored: _Stored) -> None:
         with self._lock:
-            stored.refs -= 1
-            if stored.dead and stored.refs == 0:
-                self._free_space(stored.loc, stored.meta.size, stored.charged)
+            self._index.release(stored)
 
     def _free_space(self, loc: Any, size: int, charged: int) -> None:
         self._medium_free(loc, size)
-        self._used -= charged
+        self._index.used -= charged

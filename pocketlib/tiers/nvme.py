@@ -146,7 +146,7 @@ class NvmeTier(MappedTier):
             charged = sum(-(-n // align) * align for _, n in put.extents)
             self._restore(put.job, put.key, meta, [tuple(e) for e in put.extents], charged)
         self.recovered = len(survivors)
-        self._used = self._allocator.used
+        self._index.used = self._allocator.used
         if self._journal.records > 2 * len(survivors) + _COMPACT_SLACK:
             self._journal.rewrite(survivors)
 
@@ -179,15 +179,14 @@ class NvmeTier(MappedTier):
 
     def _maybe_compact(self) -> None:
         # Before a record is appended: the rewrite holds exactly the committed objects.
-        if self._journal.records <= 2 * self._objects + _COMPACT_SLACK:
+        if self._journal.records <= 2 * self._index.objects + _COMPACT_SLACK:
             return
         live = [
             JournalPut(
-                job, key, s.meta.version, s.meta.size, s.meta.checksum, s.meta.flags,
+                s.job, s.key, s.meta.version, s.meta.size, s.meta.checksum, s.meta.flags,
                 s.meta.created, s.meta.expires, list(s.loc),
             )
-            for job, index in self._jobs.items()
-            for key, s in index.objects.items()
+            for s in self._index.entries()
         ]  # fmt: skip
         self._journal.rewrite(live)
 

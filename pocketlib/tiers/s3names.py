@@ -1,8 +1,24 @@
-"""Object names and metadata of the S3 tier (see :mod:`pocketlib.tiers.s3` for the layout).
+"""Object names and metadata of the S3 tier.
 
-Job and key are each escaped into one path segment, per character, so a key prefix stays an
-object-name prefix; names too long for path-based stores are hashed. Multipart uploads are
-planned here too: which chunks go into which part.
+Layout. An object is stored at ``<prefix>/<job>/<key>`` where job and key are each one path
+segment, escaped so that any UTF-8 job and key make a valid object key on AWS and on stores
+that keep keys as file paths (SeaweedFS, MinIO): ``/``, ``\\``, ``%``, ``~``, control
+characters and the two XML-illegal characters U+FFFE/U+FFFF become ``%XX`` (of their UTF-8
+bytes), and so does a leading ``.`` (a segment may never be ``.`` or ``..``). Everything else,
+non-ASCII included, is kept as it is, so object names stay readable and a key prefix maps to an
+object-name prefix (``aws s3 ls s3://bucket/prefix/job/tmp%2F`` lists keys starting ``tmp/``).
+Escaping ``/`` matters: keys ``a`` and ``a/b`` would otherwise be a file and a directory of the
+same name on a path-based store. A segment longer than 255 bytes (a file-name limit of
+path-based stores) or a name over S3's 1024 bytes is replaced by ``~`` + the SHA-256 of the
+text, and the job or key is then kept in object metadata; ``~`` is always escaped otherwise, so
+a hashed name never equals an escaped one.
+
+Metadata (``x-amz-meta-*``): ``size``, ``checksum`` (the checksum the node was given),
+``xxh3`` (computed by the tier over the stored bytes, verified on every read), ``flags``,
+``version``, ``created``, ``expires`` (0: never), and for hashed names ``job``/``key``
+(base64url of the UTF-8).
+
+Multipart uploads are planned here too: which chunks go into which part.
 """
 
 from __future__ import annotations
@@ -12,14 +28,25 @@ import hashlib
 import re
 import urllib.parse
 
+from ..errors import InvalidKeyError
 from .base import ObjectMeta
 
-__all__ = ["decode_segment", "encode_segment", "parse_meta", "plan_parts"]
+__all__ = [
+    "decode_segment",
+    "encode_segment",
+    "object_naming",
+    "parse_meta",
+    "parse_name",
+    "plan_parts",
+]
 
 MiB = 1 << 20
 #: S3's smallest part (all but the last) and most parts in one multipart upload.
 MIN_PART = 5 * MiB
 MAX_PARTS = 10_000
+#: Longest path segment that path-based stores (SeaweedFS, MinIO) accept, and S3's longest key.
+SEGMENT_MAX = 255
+NAME_MAX = 1024
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f%/\\\\~\ufffe\uffff]")
 
@@ -90,3 +117,43 @@ def plan_parts(chunks: list[bytearray], total: int) -> list[list[bytearray]]:
     if pending:
         parts.append(pending)
     return parts
+
+
+def object_naming(base: str, job: str, key: str) -> tuple[str, dict[str, str]]:
+    """The object name under ``base``, and the metadata that must carry job or key if it is
+    hashed."""
+    if not job:
+        raise InvalidKeyError("jobs must not be empty")
+    if not key:
+        raise InvalidKeyError("keys must not be empty")
+    extra: dict[str, str] = {}
+    jseg = encode_segment(job)
+    if len(jseg.encode()) > SEGMENT_MAX:
+        jseg = hashed(job)
+        extra["job"] = b64(job)
+    kseg = encode_segment(key)
+    head = len(base.encode()) + len(jseg.encode()) + 1
+    if len(kseg.encode()) > SEGMENT_MAX or head + len(kseg.encode()) > NAME_MAX:
+        kseg = hashed(key)
+        extra["key"] = b64(key)
+    return f"{base}{jseg}/{kseg}", extra
+
+
+def parse_name(base: str, name: str, raw: dict[str, str]) -> tuple[str, str] | None:
+    """Job and key of an object name (with its metadata), or None if it is not ours."""
+    if not name.startswith(base):
+        return None
+    jseg, sep, kseg = name[len(base) :].partition("/")
+    if not sep or "/" in kseg:
+        return None
+    try:
+        job = unb64(raw["job"]) if jseg.startswith("~") else decode_segment(jseg)
+        key = unb64(raw["key"]) if kseg.startswith("~") else decode_segment(kseg)
+    except (KeyError, ValueError):
+        return None
+    try:
+        if object_naming(base, job, key)[0] != name:
+            return None
+    except InvalidKeyError:
+        return None
+    return job, key
