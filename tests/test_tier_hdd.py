@@ -436,8 +436,10 @@ def test_keys_too_long_for_a_header_are_refused(tmp_path: Path) -> None:
 
 
 # -- bad input ------------------------------------------------------------------------------------
-def test_a_missing_path_is_created(tmp_path: Path) -> None:
-    path = tmp_path / "a" / "b" / "c"
+def test_a_missing_directory_is_created_but_not_a_missing_parent(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        HddTier.from_options(MiB, str(tmp_path / "unmounted" / "hdd"))
+    path = tmp_path / "c"
     tier = HddTier.from_options(MiB, str(path))
     try:
         assert {p.name for p in path.iterdir()} >= {"objects", "tmp", "corrupt", "lock"}

@@ -198,10 +198,14 @@ class HddTier(TierDriver):
         self.checksum_errors = 0
 
         if not os.path.lexists(self.path):
-            # Nothing stored yet: refuse a capacity the disk cannot hold before creating anything.
+            # The directory may be new, but not its parent: a missing parent is more likely an
+            # unmounted disk than a wish for a fresh, empty tier (as for the nvme tier).
             parent = os.path.dirname(self.path)
-            while not os.path.lexists(parent):
-                parent = os.path.dirname(parent)
+            if not os.path.isdir(parent):
+                raise ConfigError(
+                    f"cannot use {self.path} for the hdd tier: {parent} does not exist"
+                )
+            # Nothing stored yet: refuse a capacity the disk cannot hold before creating anything.
             self._check_space(parent)
         try:
             for d in (self.path, self._objects_dir, self._tmp_dir, self._corrupt_dir):
