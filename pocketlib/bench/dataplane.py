@@ -1,6 +1,6 @@
 """Data-plane benchmark: pocketlib next to a real redis-server, in the same run.
 
-Three parts, each measured on both systems in the same process tree and on the same machine:
+Four parts, each measured side by side in the same process tree and on the same machine:
 
 a. latency of single PUTs and GETs (one client) at 1 KiB, 64 KiB, 1 MiB and 16 MiB. The
    machine is shared and noisy, so the two systems are interleaved: several rounds, and in each
@@ -11,6 +11,10 @@ b. aggregate GB/s with 1, 4 and 8 client processes at 1 MiB and 16 MiB: every pr
    total bytes / (last process's end - first process's start).
 c. the MapReduce sort of pocketlib.workloads.sort with pocketlib and with Redis as the
    shuffle store, each on a freshly started server.
+d. the tiers (only when asked: ``--parts d`` or ``--parts abcd``): PUT and GET per tier
+   (dram, nvme, hdd, s3) next to Redis and a raw S3 server, the co-located shared-memory path
+   against memcpy and TCP, the sort with co-located clients against plain files on /dev/shm,
+   NVMe against DRAM warm and cold, and restart after kill -9 (:mod:`.tiers`).
 
 The report (markdown) goes to stdout and to benchmarks/results/dataplane-<date>.md under the
 current directory (or ``--out``); progress goes to stderr. GB are 10^9 bytes throughout.
@@ -39,6 +43,8 @@ from .measure import AggResult, LatencySeries, bench_aggregate, bench_latency, b
 from .redis_peer import RedisServer, redis_version
 from .report import render
 from .settings import JOB, Settings, command_argv, parse_args
+from .tiers import TierResults, bench_tiers
+from .tiers import machine_info as tiers_machine_info
 
 __all__ = ["default_report_path", "machine_info", "main", "run"]
 
@@ -115,10 +121,13 @@ def default_report_path(quick: bool, today: dt.date | None = None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run the parts chosen in ``args`` (the options of ``pocket bench``), print and write the
-    report. 1 if a sort failed its verification, else 0 (missed targets are only reported)."""
+    report. 1 if a sort failed its verification or a measurement of part d failed (the report
+    is written all the same and lists it), else 0 (missed targets are only reported)."""
     s = Settings.from_args(args)
     t0 = time.perf_counter()
     machine = machine_info()
+    if "d" in s.parts:
+        machine += tiers_machine_info()
     lat: dict[tuple[str, str, int], LatencySeries] = {}
     agg: dict[tuple[str, str, int, int], AggResult] = {}
     sorts: list[SortResult] = []
@@ -138,14 +147,19 @@ def run(args: argparse.Namespace) -> int:
                 agg = bench_aggregate(s, {"pocket": str(node.address), "redis": server.address})
     if "c" in s.parts:
         sorts = bench_sort(s)
+    tiers: TierResults | None = None
+    if "d" in s.parts:
+        tiers = bench_tiers(s)
     elapsed = time.perf_counter() - t0
-    report, _ = render(s, command_line(args), machine, lat, agg, sorts, elapsed)
+    report, _ = render(s, command_line(args), machine, lat, agg, sorts, elapsed, tiers)
     print(report)
     path = s.out if s.out is not None else default_report_path(s.quick)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report)
     log(f"report written to {path}")
-    return 0 if all(r.verified for r in sorts) else 1
+    all_sorts = sorts + (tiers.sorts if tiers is not None else [])
+    failed = tiers is not None and bool(tiers.failures)
+    return 0 if all(r.verified for r in all_sorts) and not failed else 1
 
 
 def main(argv: list[str] | None = None) -> int:

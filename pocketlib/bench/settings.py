@@ -1,4 +1,4 @@
-"""The options of ``pocket bench`` and the constants of its three parts.
+"""The options of ``pocket bench`` and the constants of its four parts.
 
 Light on purpose: ``pocket`` builds its parser from :func:`add_options` on every start, so this
 module imports nothing beyond the standard library and :mod:`pocketlib.config`.
@@ -23,6 +23,15 @@ AGG_SIZES = (1 * MiB, 16 * MiB)
 AGG_CLIENTS = (1, 4, 8)
 SYSTEMS = ("pocket", "redis")
 JOB = "bench"
+
+# Part d (tiers): value sizes of the per-tier table, the co-located value, the recovery test.
+TIER_SIZES = (1 * KiB, 16 * MiB)
+COLO_SIZE = 16 * MiB
+RECOVERY_OBJECTS = 10_000
+#: Capacity of the file-backed nodes of part d (nvme preallocates it; hdd checks it is free).
+FILE_TIER_CAPACITY = 1 * GiB
+#: How expensive one operation is on each kind of system of part d: sets the batch sizes.
+TIER_COST = {"fast": ("dram", "nvme", "redis"), "disk": ("hdd",), "s3": ("s3", "raw s3")}
 
 
 def size_label(n: int) -> str:
@@ -53,6 +62,28 @@ class Settings:
         else:
             table = {1 * KiB: 1000, 64 * KiB: 400, 1 * MiB: 150, 16 * MiB: 24}
         return table.get(size, 50)
+
+    def tier_ops(self, system: str, size: int) -> int:
+        """Part d: operations of one batch on ``system`` (slow systems get smaller batches)."""
+        cost = next((c for c, names in TIER_COST.items() if system in names), "fast")
+        table = {
+            # cost: (1 KiB full, 16 MiB full, 1 KiB quick, 16 MiB quick)
+            "fast": (500, 16, 100, 4),
+            "disk": (100, 8, 30, 3),
+            "s3": (40, 3, 10, 2),
+        }[cost]
+        big = size >= 1 * MiB
+        return table[(2 if self.quick else 0) + (1 if big else 0)]
+
+    @property
+    def colo_ops(self) -> int:
+        """Part d: 16 MiB operations per batch of the co-located comparison."""
+        return 8 if self.quick else 30
+
+    @property
+    def recovery_runs(self) -> int:
+        """Part d: restarts after kill -9 (and empty starts) per tier."""
+        return 1 if self.quick else 3
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Settings:
@@ -86,7 +117,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reducers", type=int, default=8)
     p.add_argument("--capacity", default="4GiB", help="pocket node capacity (default 4GiB)")
     p.add_argument(
-        "--parts", default="abc", help="which parts to run: any of a, b, c (default abc)"
+        "--parts",
+        default="abc",
+        help="which parts to run: any of a, b, c, d (default abc; d, the tiers, runs only "
+        "when asked: --parts abcd)",
     )
     p.add_argument(
         "--out", type=Path, help="report path (default benchmarks/results/dataplane-<date>.md)"
