@@ -58,7 +58,7 @@ __all__ = ["Client", "Job", "ObjectInfo", "connect"]
 
 T = TypeVar("T")
 
-_GET, _PUT = int(Op.GET), int(Op.PUT)
+_GET, _PUT, _SHM_GET = int(Op.GET), int(Op.PUT), int(Op.SHM_GET)
 _LZ4, _DELETE_AFTER_READ = Flag.LZ4, Flag.DELETE_AFTER_READ
 _read_value = Connection.read_value
 
@@ -250,6 +250,7 @@ class Job:
         self._tokens = dict(tokens)
         self.router = router
         self._owns_client = False
+        self._readers: dict[str, Callable[[Connection, ResponseHeader], bytes]] = {}
 
     # -- routing ------------------------------------------------------------------------------
     def _route(self, key: str) -> tuple[str, bytes]:
@@ -300,15 +301,21 @@ class Job:
         """
         node, raw = self._route(key)
         flags = _DELETE_AFTER_READ if delete_after_read else 0
-        arena = self.client.arena(node)
-        if arena is not None:
-            h, got = shared.get(self.client, arena, node, self._prefix(node), raw, flags)
-            data = got if isinstance(got, bytes) else b""
-        else:
-            h, data = self.client.call(
-                node, _GET, self._job, self._tokens[node], raw, read=_read_value, flags=flags
-            )
+        reader = self._readers.get(node)
+        if reader is None:
+            reader = self._readers[node] = self._reader_for(node)
+        h, data = self.client.call(
+            node, _SHM_GET if reader is not _read_value else _GET, self._job, self._tokens[node],
+            raw, read=reader, flags=flags,
+        )  # fmt: skip
         return _decompress(data) if h.flags & _LZ4 else data
+
+    def _reader_for(self, node: str) -> Callable[[Connection, ResponseHeader], bytes]:
+        """How GET answers from ``node`` are read: through its arena when it is mapped here."""
+        arena = self.client.arena(node)
+        if arena is None:
+            return _read_value
+        return shared.BytesReader(self.client, arena, self._job, self._tokens[node])
 
     def get_into(self, key: str, buffer: Buffer, *, delete_after_read: bool = False) -> int:
         """Read the value of ``key`` into ``buffer`` (no allocation); returns its length.

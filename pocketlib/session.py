@@ -70,6 +70,7 @@ _GET, _PUT, _MULTI_GET, _MULTI_PUT, _STREAM_PUT, _LIST = (
     int(Op.LIST),
 )  # fmt: skip
 _VALUE_OPS = frozenset({_PUT, _STREAM_PUT})
+_SHM_GET = int(Op.SHM_GET)
 _META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT})
 _pack_response = RESPONSE_HEADER.pack
 _DELETE_AFTER_READ, _RANGE, _STORED = Flag.DELETE_AFTER_READ, Flag.RANGE, Flag.STORED
@@ -190,6 +191,9 @@ class Session:
                 self._multi_put(h, job, body)
             elif op == _STREAM_PUT:
                 self._stream_put(h, job, key)
+            elif op == _SHM_GET:
+                _check_key(key)
+                self.shared.get(h, job, key)
             elif op in _SHARED_OPS:
                 self.shared.handle(h, job, key)
             else:

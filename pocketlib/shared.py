@@ -26,7 +26,7 @@ from .shared_node import boot_id
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["SharedArena", "SharedBuffer", "buffer", "get", "open_arena", "put"]
+__all__ = ["BytesReader", "SharedArena", "SharedBuffer", "buffer", "get", "open_arena", "put"]
 
 
 class SharedArena:
@@ -155,9 +155,7 @@ def get(
                 data: bytes | memoryview = arena.read(extents)
             else:
                 if h.size > len(target):
-                    raise RequestError(
-                        f"{key!r} is {h.size} bytes; the buffer holds {len(target)}"
-                    )
+                    raise RequestError(f"{key!r} is {h.size} bytes; the buffer holds {len(target)}")
                 data = target[: h.size]
                 arena.read_into(extents, data)
             if checksum(data) != h.checksum:
@@ -169,6 +167,28 @@ def get(
     rid = next(client._ids) & 0xFFFFFFFF
     head = pack_request(Op.SHM_GET, rid, flags, job, token, key, 0, 0, 0, 0, 0)
     return client.exchange(node, (head,), rid, read, retry=not flags & Flag.DELETE_AFTER_READ)
+
+
+class BytesReader:
+    """Reads SHM_GET answers as bytes: one per job and node, so a get allocates no closure
+    (small values are most gets, and they come inline, as a GET's would)."""
+
+    __slots__ = ("arena", "client", "job", "token")
+
+    def __init__(self, client: Client, arena: SharedArena, job: bytes, token: bytes) -> None:
+        self.client, self.arena, self.job, self.token = client, arena, job, token
+
+    def __call__(self, conn: Connection, h: ResponseHeader) -> bytes:
+        if not h.flags & Flag.SHARED:
+            return conn.read_value(h)
+        extents = decode_extents(conn.read_body(h.length))
+        try:
+            data = self.arena.read(extents)
+            if checksum(data) != h.checksum:
+                raise ChecksumError("checksum mismatch reading a value from shared memory")
+        finally:
+            conn.send((_release_frame(self.client, self.job, self.token, h.request_id),))
+        return data
 
 
 def _inline(

@@ -86,7 +86,7 @@ class SharedSession:
         if not key and op != Op.SHM_RESERVE:
             raise RequestError("keys must not be empty")
         if op == Op.SHM_GET:
-            self._get(h, job, key)
+            self.get(h, job, key)
         elif op == Op.SHM_RESERVE:
             fresh = tier.reserve(h.length)
             self.held[h.request_id] = fresh
@@ -108,8 +108,11 @@ class SharedSession:
             s.conn.sendall(encode_response(h.request_id, size=meta.size, version=meta.version))
             s.stats.bytes_in += meta.size
 
-    def _get(self, h: RequestHeader, job: str, key: str) -> None:
+    def get(self, h: RequestHeader, job: str, key: str) -> None:
+        """SHM_GET: a small value inline, as GET answers; a larger one as leased extents."""
         s = self.session
+        if not isinstance(s.tier, MappedTier) or s.tier.shared_path is None:
+            raise RequestError("this node's tier is not in shared memory")
         take = bool(h.flags & Flag.DELETE_AFTER_READ)
         small = s.tier.read_small(job, key, INLINE_LIMIT, take=take)
         if small is not None:

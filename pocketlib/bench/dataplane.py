@@ -43,7 +43,7 @@ from .measure import AggResult, LatencySeries, bench_aggregate, bench_latency, b
 from .redis_peer import RedisServer, redis_version
 from .report import render
 from .settings import JOB, Settings, command_argv, parse_args
-from .tiers import TierResults, bench_tiers
+from .tiers import TierResults, bench_tiers, environment
 from .tiers import machine_info as tiers_machine_info
 
 __all__ = ["default_report_path", "machine_info", "main", "run"]
@@ -128,6 +128,33 @@ def run(args: argparse.Namespace) -> int:
     machine = machine_info()
     if "d" in s.parts:
         machine += tiers_machine_info()
+    # Parts a-c measure the network path, as a client on another host sees it: a client on
+    # the node's host would use shared memory for large values (measured in part d).
+    with environment({"POCKET_SHARED_MEMORY": "0"}):
+        lat, agg, sorts = _network_parts(s)
+    tiers: TierResults | None = None
+    if "d" in s.parts:
+        tiers = bench_tiers(s)
+    elapsed = time.perf_counter() - t0
+    report, _ = render(s, command_line(args), machine, lat, agg, sorts, elapsed, tiers)
+    print(report)
+    path = s.out if s.out is not None else default_report_path(s.quick)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report)
+    log(f"report written to {path}")
+    all_sorts = sorts + (tiers.sorts if tiers is not None else [])
+    failed = tiers is not None and bool(tiers.failures)
+    return 0 if all(r.verified for r in all_sorts) and not failed else 1
+
+
+def _network_parts(
+    s: Settings,
+) -> tuple[
+    dict[tuple[str, str, int], LatencySeries],
+    dict[tuple[str, str, int, int], AggResult],
+    list[SortResult],
+]:
+    """Parts a, b and c (those chosen)."""
     lat: dict[tuple[str, str, int], LatencySeries] = {}
     agg: dict[tuple[str, str, int, int], AggResult] = {}
     sorts: list[SortResult] = []
@@ -147,19 +174,7 @@ def run(args: argparse.Namespace) -> int:
                 agg = bench_aggregate(s, {"pocket": str(node.address), "redis": server.address})
     if "c" in s.parts:
         sorts = bench_sort(s)
-    tiers: TierResults | None = None
-    if "d" in s.parts:
-        tiers = bench_tiers(s)
-    elapsed = time.perf_counter() - t0
-    report, _ = render(s, command_line(args), machine, lat, agg, sorts, elapsed, tiers)
-    print(report)
-    path = s.out if s.out is not None else default_report_path(s.quick)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report)
-    log(f"report written to {path}")
-    all_sorts = sorts + (tiers.sorts if tiers is not None else [])
-    failed = tiers is not None and bool(tiers.failures)
-    return 0 if all(r.verified for r in all_sorts) and not failed else 1
+    return lat, agg, sorts
 
 
 def main(argv: list[str] | None = None) -> int:

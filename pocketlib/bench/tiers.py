@@ -146,7 +146,7 @@ class ColocatedShuffle(PocketShuffle):
 
 
 @contextlib.contextmanager
-def _env(values: Mapping[str, str]) -> Iterator[None]:
+def environment(values: Mapping[str, str]) -> Iterator[None]:
     """Set environment variables for the duration (child processes started inside inherit
     them), then restore what was there."""
     saved = {k: os.environ.get(k) for k in values}
@@ -167,7 +167,7 @@ def _connect(address: str, job: str, *, shared: bool) -> Job:
     The client decides once per node, at its first request that needs the arena, from
     ``POCKET_SHARED_MEMORY``: the variable is set around that first probe.
     """
-    with _env({"POCKET_SHARED_MEMORY": "1" if shared else "0"}):
+    with environment({"POCKET_SHARED_MEMORY": "1" if shared else "0"}):
         handle = connect([address], job=job)
         for node in handle.client.pools:
             handle.client.arena(node)
@@ -493,7 +493,7 @@ def _servers_and_measure(s: Settings, res: TierResults) -> None:
                     f"{time.perf_counter() - t:.1f} s to start")  # fmt: skip
                 s3_client = server.client()
                 try:
-                    with _env(server.env()):
+                    with environment(server.env()):
                         nodes["s3"] = stack.enter_context(
                             NodeProcess(
                                 "s3", 4 * GiB, extra_args=["--path", f"s3://{bucket}/pocket"]
@@ -543,7 +543,10 @@ def _sorts(s: Settings, res: TierResults) -> None:
             store: ShuffleStore
             if system == "pocket":
                 # The workers fork from here: the co-located path is on for them.
-                with _env({"POCKET_SHARED_MEMORY": "1"}), NodeProcess("dram", s.capacity) as node:
+                with (
+                    environment({"POCKET_SHARED_MEMORY": "1"}),
+                    NodeProcess("dram", s.capacity) as node,
+                ):
                     probe = _connect(str(node.address), SORT_JOB, shared=True)
                     mapped = probe.client.arena(str(node.address)) is not None
                     probe.close()
