@@ -15,16 +15,21 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .connection import Connection
 from .errors import ChecksumError, PocketError, RequestError
-from .protocol import Flag, Op, ResponseHeader, checksum, decode_extents, pack_request
+from .protocol import Flag, Hasher, Op, ResponseHeader, checksum, decode_extents, pack_request
 from .shared_node import boot_id
 
 if TYPE_CHECKING:
     from .client import Client
+
+_T = TypeVar("_T")
+#: Values from this size are hashed on a second thread while they are copied.
+_PARALLEL_HASH_MIN = 4 * 1024 * 1024
 
 __all__ = ["BytesReader", "SharedArena", "SharedBuffer", "buffer", "get", "open_arena", "put"]
 
@@ -55,6 +60,42 @@ class SharedArena:
             offset, length = extents[0]
             return self.view[offset : offset + length].tobytes()
         return b"".join(self.view[o : o + n] for o, n in extents)
+
+    def hash_of(self, extents: list[tuple[int, int]]) -> int:
+        """The checksum of the value at ``extents``, read straight from the mapping."""
+        if len(extents) == 1:
+            offset, length = extents[0]
+            return checksum(self.view[offset : offset + length])
+        hasher = Hasher()
+        for offset, length in extents:
+            hasher.update(self.view[offset : offset + length])
+        return hasher.intdigest()
+
+    def copy_verified(
+        self, extents: list[tuple[int, int]], copy: Callable[[], _T], expected: int
+    ) -> _T:
+        """Run ``copy`` (of the value at ``extents``) and check the value's checksum.
+
+        A large value is hashed from the mapping on a second thread while this one copies:
+        the hash releases the GIL, the copy holds it, and a leased value cannot change, so the
+        two passes overlap on two cores instead of following each other.
+        """
+        size = sum(n for _, n in extents)
+        if size < _PARALLEL_HASH_MIN:
+            result = copy()
+            digest = self.hash_of(extents)
+        else:
+            found: list[int] = []
+            worker = threading.Thread(target=lambda: found.append(self.hash_of(extents)))
+            worker.start()
+            try:
+                result = copy()
+            finally:
+                worker.join()
+            digest = found[0] if found else -1
+        if digest != expected:
+            raise ChecksumError("checksum mismatch reading a value from shared memory")
+        return result
 
     def write(self, extents: list[tuple[int, int]], data: memoryview) -> None:
         """Copy ``data`` into reserved ``extents``."""
@@ -152,17 +193,14 @@ def get(
         extents = decode_extents(conn.read_body(h.length))
         try:
             if target is None:
-                data: bytes | memoryview = arena.read(extents)
-            else:
-                if h.size > len(target):
-                    raise RequestError(f"{key!r} is {h.size} bytes; the buffer holds {len(target)}")
-                data = target[: h.size]
-                arena.read_into(extents, data)
-            if checksum(data) != h.checksum:
-                raise ChecksumError(f"checksum mismatch reading {key!r} from shared memory")
+                return arena.copy_verified(extents, lambda: arena.read(extents), h.checksum)
+            if h.size > len(target):
+                raise RequestError(f"{key!r} is {h.size} bytes; the buffer holds {len(target)}")
+            dest = target[: h.size]
+            arena.copy_verified(extents, lambda: arena.read_into(extents, dest), h.checksum)
         finally:
             conn.send((_release_frame(client, job, token, h.request_id),))
-        return data if isinstance(data, bytes) else h.size
+        return h.size
 
     rid = next(client._ids) & 0xFFFFFFFF
     head = pack_request(Op.SHM_GET, rid, flags, job, token, key, 0, 0, 0, 0, 0)
@@ -182,13 +220,11 @@ class BytesReader:
         if not h.flags & Flag.SHARED:
             return conn.read_value(h)
         extents = decode_extents(conn.read_body(h.length))
+        arena = self.arena
         try:
-            data = self.arena.read(extents)
-            if checksum(data) != h.checksum:
-                raise ChecksumError("checksum mismatch reading a value from shared memory")
+            return arena.copy_verified(extents, lambda: arena.read(extents), h.checksum)
         finally:
             conn.send((_release_frame(self.client, self.job, self.token, h.request_id),))
-        return data
 
 
 def _inline(

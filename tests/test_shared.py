@@ -140,3 +140,29 @@ def test_an_nvme_node_shares_its_data_file(tmp_path: Path, monkeypatch: pytest.M
         with job.get_buffer("k") as buf:
             assert bytes(buf) == value
         assert shm_ops(job).get("shm_commit") == 1
+
+
+@pytest.mark.parametrize("size", [200 * 1024, 6 * MiB])  # hashed after, and while, copying
+def test_a_corrupted_byte_in_shared_memory_is_never_returned(
+    local_job: pocketlib.Job, size: int
+) -> None:
+    from pocketlib.errors import ChecksumError
+
+    value = os.urandom(size)
+    local_job.put("k", value)
+    node = local_job.router.nodes[0]
+    arena = local_job.client.arena(node)
+    assert arena is not None
+    with local_job.get_buffer("k") as buf:  # find the value in the mapping
+        offset = bytes(arena.view).find(bytes(buf.view[:64]))
+    assert offset >= 0
+    original = arena.view[offset + size // 2]
+    arena.view[offset + size // 2] = original ^ 0xFF  # a bit flip behind the node's back
+    try:
+        with pytest.raises(ChecksumError):
+            local_job.get("k")
+        with pytest.raises(ChecksumError):
+            local_job.get_into("k", bytearray(size))
+    finally:
+        arena.view[offset + size // 2] = original
+    assert local_job.get("k") == value
