@@ -244,3 +244,8 @@ def test_default_report_path_is_relative_to_the_current_directory() -> None:
     assert default_report_path(True, day) == Path(
         "benchmarks/results/dataplane-2026-01-02-quick.md"
     )
+    # A run of other parts never overwrites the a-c report.
+    assert default_report_path(False, day, "d") == Path("benchmarks/results/tiers-2026-01-02.md")
+    assert default_report_path(False, day, "abcd") == Path(
+        "benchmarks/results/dataplane-abcd-2026-01-02.md"
+    )

@@ -110,10 +110,13 @@ def command_line(args: argparse.Namespace) -> str:
     )
 
 
-def default_report_path(quick: bool, today: dt.date | None = None) -> Path:
-    """benchmarks/results/dataplane-<date>[-quick].md, relative to the current directory."""
+def default_report_path(quick: bool, today: dt.date | None = None, parts: str = "abc") -> Path:
+    """benchmarks/results/<name>-<date>[-quick].md, relative to the current directory: named
+    ``dataplane`` for parts a-c, ``tiers`` for part d alone, ``dataplane-<parts>`` otherwise,
+    so a run of one part never overwrites the report of another."""
     day = (today or dt.date.today()).isoformat()
-    return Path("benchmarks", "results", f"dataplane-{day}{'-quick' if quick else ''}.md")
+    name = {"abc": "dataplane", "d": "tiers"}.get("".join(sorted(parts)), f"dataplane-{parts}")
+    return Path("benchmarks", "results", f"{name}-{day}{'-quick' if quick else ''}.md")
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -138,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     report, _ = render(s, command_line(args), machine, lat, agg, sorts, elapsed, tiers)
     print(report)
-    path = s.out if s.out is not None else default_report_path(s.quick)
+    path = s.out if s.out is not None else default_report_path(s.quick, parts=s.parts)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report)
     log(f"report written to {path}")
