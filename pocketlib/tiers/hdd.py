@@ -81,7 +81,7 @@ from .hdd_files import (
     write_version,
 )
 from .hdd_staging import Part, TempFiles, discard, memory_of, write_value
-from .objindex import Entry, ObjectIndex
+from .objindex import Entry, IndexAnswers, ObjectIndex
 
 __all__ = ["HEADER_SIZE", "HddTier"]
 
@@ -143,7 +143,7 @@ class _LeaseHandle:
     views: list[memoryview]
 
 
-class HddTier(TierDriver):
+class HddTier(IndexAnswers, TierDriver):
     """Objects as files under ``path``, ``capacity`` bytes in all (headers included)."""
 
     name = "hdd"
@@ -182,6 +182,7 @@ class HddTier(TierDriver):
 
         self._lock = threading.Lock()
         self._locked = _Locked(self)
+        self._index_guard = self._locked
         self._deferred: list[int] = []
         self._to_close: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._closer: threading.Thread | None = None
@@ -671,37 +672,7 @@ class HddTier(TierDriver):
             with contextlib.suppress(BufferError):  # views the caller kept hold the mapping
                 handle.mm.close()
 
-    def stat(self, job: str, key: str) -> ObjectMeta:
-        with self._locked:
-            return self._index.find(job, key).meta
-
-    # -- deletes, listing ---------------------------------------------------------------------
-    def delete(self, job: str, key: str) -> bool:
-        with self._locked:
-            if self._index.get(job, key) is None:
-                return False
-            self._index.remove(job, key)
-            return True
-
-    def list(
-        self, job: str, prefix: str = "", after: str = "", limit: int = 1000
-    ) -> tuple[list[str], bool]:
-        now = time.time()
-        with self._locked:
-            return self._index.page(job, prefix, after, limit, now)
-
-    def delete_prefix(self, job: str, prefix: str) -> int:
-        with self._locked:
-            return self._index.delete_prefix(job, prefix)
-
-    def delete_job(self, job: str) -> int:
-        with self._locked:
-            return self._index.delete_job(job)
-
-    def expire(self, now: float) -> int:
-        with self._locked:
-            return self._index.expire(now)
-
+    # -- accounting (stat, delete, list and bulk deletes: IndexAnswers) ------------------------
     def stats(self) -> TierStats:
         with self._locked:
             return self._index.stats(

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import CapacityError
 from ..protocol import checksum as value_checksum
 from .base import Lease, ObjectMeta, Reservation, TierDriver, TierStats
-from .objindex import Entry, ObjectIndex
+from .objindex import Entry, IndexAnswers, ObjectIndex
 
 __all__ = ["IndexedTier"]
 
@@ -30,11 +30,12 @@ _new_meta = functools.partial(tuple.__new__, ObjectMeta)
 _Stored = Entry[Any]
 
 
-class IndexedTier(TierDriver):
+class IndexedTier(IndexAnswers, TierDriver):
     """A TierDriver over an allocatable medium; subclasses implement the ``_medium_*`` hooks."""
 
     def __init__(self, capacity: int) -> None:
         self._lock = threading.Lock()
+        self._index_guard = self._lock
         self._index: ObjectIndex[Any] = ObjectIndex(
             capacity, on_free=self._free_entry, on_remove=self._removing
         )
@@ -208,36 +209,6 @@ class IndexedTier(TierDriver):
             if take:
                 self._index.remove(job, key)
         return meta, data
-
-    def stat(self, job: str, key: str) -> ObjectMeta:
-        with self._lock:
-            return self._index.find(job, key).meta
-
-    def delete(self, job: str, key: str) -> bool:
-        with self._lock:
-            if self._index.get(job, key) is None:
-                return False
-            self._index.remove(job, key)
-            return True
-
-    def list(
-        self, job: str, prefix: str = "", after: str = "", limit: int = 1000
-    ) -> tuple[list[str], bool]:
-        now = time.time()
-        with self._lock:
-            return self._index.page(job, prefix, after, limit, now)
-
-    def delete_prefix(self, job: str, prefix: str) -> int:
-        with self._lock:
-            return self._index.delete_prefix(job, prefix)
-
-    def delete_job(self, job: str) -> int:
-        with self._lock:
-            return self._index.delete_job(job)
-
-    def expire(self, now: float) -> int:
-        with self._lock:
-            return self._index.expire(now)
 
     def stats(self) -> TierStats:
         with self._lock:

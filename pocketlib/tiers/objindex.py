@@ -19,6 +19,7 @@ import heapq
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -257,3 +258,42 @@ class ObjectIndex(Generic[L]):
             objects_by_job={j: len(ix.objects) for j, ix in jobs if ix.objects},
             counters=counters if counters is not None else {},
         )
+
+
+class IndexAnswers:
+    """The TierDriver methods answered from an :class:`ObjectIndex` alone, under the
+    driver's lock: mixed into drivers before TierDriver (the DRAM/NVMe and HDD tiers)."""
+
+    _index: ObjectIndex[Any]
+    #: The driver's lock (any context manager) that guards its index.
+    _index_guard: AbstractContextManager[Any]
+
+    def stat(self, job: str, key: str) -> ObjectMeta:
+        with self._index_guard:
+            return self._index.find(job, key).meta
+
+    def delete(self, job: str, key: str) -> bool:
+        with self._index_guard:
+            if self._index.get(job, key) is None:
+                return False
+            self._index.remove(job, key)
+            return True
+
+    def list(
+        self, job: str, prefix: str = "", after: str = "", limit: int = 1000
+    ) -> tuple[list[str], bool]:
+        now = time.time()
+        with self._index_guard:
+            return self._index.page(job, prefix, after, limit, now)
+
+    def delete_prefix(self, job: str, prefix: str) -> int:
+        with self._index_guard:
+            return self._index.delete_prefix(job, prefix)
+
+    def delete_job(self, job: str) -> int:
+        with self._index_guard:
+            return self._index.delete_job(job)
+
+    def expire(self, now: float) -> int:
+        with self._index_guard:
+            return self._index.expire(now)
