@@ -22,9 +22,31 @@ from .allocator import Allocator
 from .base import Capabilities, TierDriver
 from .mapped import MappedTier
 
-__all__ = ["DramTier"]
+__all__ = ["DramTier", "remove_stale_arenas"]
 
 _SHM_DIR = "/dev/shm"
+
+
+def remove_stale_arenas(directory: str = _SHM_DIR) -> int:
+    """Unlink arenas of nodes that died without cleaning up (``kill -9``); returns how many.
+
+    An arena is named after its node's PID; one whose process no longer exists would hold its
+    memory until reboot. A PID that exists (or belongs to another user) is left alone.
+    """
+    removed = 0
+    for name in os.listdir(directory):
+        parts = name.split("-")
+        if len(parts) != 3 or parts[0] != "pocket" or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+                removed += 1
+        except OSError:
+            pass  # alive, but not ours to signal
+    return removed
 
 
 class DramTier(MappedTier):
@@ -38,6 +60,7 @@ class DramTier(MappedTier):
             raise ConfigError("a DRAM tier needs a capacity above zero")
         self.shm_path: str | None = None
         if shared and os.path.isdir(_SHM_DIR) and os.access(_SHM_DIR, os.W_OK):
+            remove_stale_arenas()
             st = os.statvfs(_SHM_DIR)
             if st.f_bavail * st.f_frsize < capacity:
                 free = st.f_bavail * st.f_frsize
