@@ -7,7 +7,6 @@ verifies on every read.
 
 from __future__ import annotations
 
-import builtins
 import heapq
 import itertools
 from collections import defaultdict
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import lz4.block
 
 from . import shared
+from .batch import BATCH_BYTES, pipeline
 from .config import Address, Timeouts
 from .connection import Connection, NodePool
 from .errors import (
@@ -37,12 +37,8 @@ from .protocol import (
     Op,
     ResponseHeader,
     checksum,
-    decode_entries,
     decode_json,
     decode_keys,
-    encode_entries,
-    encode_keys,
-    encode_request,
     pack_request,
     validate_key,
     validate_prefix,
@@ -66,10 +62,6 @@ _read_value = Connection.read_value
 _SHARED_PUT_MIN = 64 * 1024
 #: Values up to this size are joined with their header into one send.
 _JOIN_LIMIT = 64 * 1024
-#: Bounds of one MULTI-PUT / MULTI-GET frame, and frames in flight per connection.
-_BATCH_BYTES = 4 * 1024 * 1024
-_BATCH_KEYS = 1000
-_WINDOW = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,14 +446,21 @@ class Job:
             node, raw = self._route(key)
             view, flags = _prepare_value(data, compress)
             entry = Entry(raw, view, 0, flags | (Flag.PERSIST if persist else 0), checksum(view))
-            if len(view) > _BATCH_BYTES:  # a value larger than a batch travels alone
+            if len(view) > BATCH_BYTES:  # a value larger than a batch travels alone
                 large.append((node, entry))
             else:
                 per_node[node].append(entry)
         first_error: PocketError | None = None
         for node, entries in per_node.items():
             try:
-                for result in self._pipeline(node, Op.MULTI_PUT, entries, ttl_ms=ttl_ms):
+                for result in pipeline(
+                    self.client.pools[node],
+                    Op.MULTI_PUT,
+                    self._job,
+                    self._tokens[node],
+                    entries,
+                    ttl_ms=ttl_ms,
+                ):
                     if result.status and first_error is None:
                         first_error = error_for_status(result.status, bytes(result.value).decode())
             except PocketError as exc:  # this node failed; the others still get their items
@@ -486,7 +485,14 @@ class Job:
         flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
         out: dict[str, bytes] = {}
         for node, entries in per_node.items():
-            for e in self._pipeline(node, Op.MULTI_GET, entries, flags=flags):
+            for e in pipeline(
+                self.client.pools[node],
+                Op.MULTI_GET,
+                self._job,
+                self._tokens[node],
+                entries,
+                flags=flags,
+            ):
                 key = e.key.decode()
                 if e.status:
                     if e.status == NotFoundError.status:  # missing keys are left out
@@ -496,34 +502,6 @@ class Job:
                     raise ChecksumError(f"checksum mismatch reading {key!r}")
                 out[key] = _decompress(e.value) if e.flags & Flag.LZ4 else bytes(e.value)
         return out
-
-    def _pipeline(
-        self, node: str, op: Op, entries: builtins.list[Entry], *, flags: int = 0, ttl_ms: int = 0
-    ) -> Iterator[Entry]:
-        """Send entries in batched frames, up to _WINDOW in flight, and yield result entries."""
-        batches = _batches(entries)
-        pool = self.client.pools[node]
-        token = self._tokens[node]
-        with pool.connection() as conn:
-            pending: list[int] = []
-            results: builtins.list[Entry] = []
-            for batch in batches:
-                if len(pending) == _WINDOW:
-                    results += _read_entries(conn, pending.pop(0))
-                rid = conn.next_id()
-                if op == Op.MULTI_PUT:
-                    body = encode_entries(batch)
-                else:
-                    body = [encode_keys([e.key for e in batch])]
-                length = sum(len(b) for b in body)
-                head = encode_request(
-                    op, rid, self._job, token, length=length, flags=flags, ttl_ms=ttl_ms
-                )
-                conn.send([head, *body])
-                pending.append(rid)
-            for rid in pending:
-                results += _read_entries(conn, rid)
-        return iter(results)
 
     # -- streams ------------------------------------------------------------------------------
     def writer(
@@ -609,21 +587,3 @@ def _ttl_ms(ttl: float | None) -> int:
 
 def _too_small(key: str, need: int, have: int) -> PocketError:
     return RequestError(f"{key!r} is {need} bytes; the buffer holds {have}")
-
-
-def _batches(entries: list[Entry]) -> Iterator[list[Entry]]:
-    batch: list[Entry] = []
-    size = 0
-    for e in entries:
-        if batch and (len(batch) == _BATCH_KEYS or size + len(e.value) > _BATCH_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(e)
-        size += len(e.value)
-    if batch:
-        yield batch
-
-
-def _read_entries(conn: Connection, rid: int) -> list[Entry]:
-    h = conn.read_header(rid)
-    return decode_entries(conn.read_body(h.length))
