@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import itertools
 import mmap
 import os
@@ -82,6 +81,7 @@ from .hdd_files import (
 )
 from .hdd_staging import Part, TempFiles, discard, memory_of, write_value
 from .objindex import Entry, IndexAnswers, ObjectIndex
+from .tierdir import check_parent, lock_dir, unlock_dir
 
 __all__ = ["HEADER_SIZE", "HddTier"]
 
@@ -199,34 +199,22 @@ class HddTier(IndexAnswers, TierDriver):
         self.checksum_errors = 0
 
         if not os.path.lexists(self.path):
-            # The directory may be new, but not its parent: a missing parent is more likely an
-            # unmounted disk than a wish for a fresh, empty tier (as for the nvme tier).
-            parent = os.path.dirname(self.path)
-            if not os.path.isdir(parent):
-                raise ConfigError(
-                    f"cannot use {self.path} for the hdd tier: {parent} does not exist"
-                )
+            check_parent(self.path, "hdd")
             # Nothing stored yet: refuse a capacity the disk cannot hold before creating anything.
-            self._check_space(parent)
+            self._check_space(os.path.dirname(self.path))
+        self._lock_fd = lock_dir(self.path, "hdd")
         try:
-            for d in (self.path, self._objects_dir, self._tmp_dir, self._corrupt_dir):
+            for d in (self._objects_dir, self._tmp_dir, self._corrupt_dir):
                 os.makedirs(d, exist_ok=True)
-            self._lock_fd = os.open(
-                os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-            )
         except OSError as exc:
+            unlock_dir(self._lock_fd)
             raise ConfigError(
                 f"cannot use {self.path} for the hdd tier: {exc.strerror or exc}"
             ) from exc
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self._lock_fd)
-            raise ConfigError(f"{self.path} is in use by another node") from None
-        try:
             self._start()
         except BaseException:
-            os.close(self._lock_fd)
+            unlock_dir(self._lock_fd)
             raise
 
     @classmethod
@@ -700,10 +688,7 @@ class HddTier(IndexAnswers, TierDriver):
                     fd = self._to_close.get_nowait()
                     if fd is not None:
                         os.close(fd)
-        with contextlib.suppress(OSError):
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-        with contextlib.suppress(OSError):
-            os.close(self._lock_fd)
+        unlock_dir(self._lock_fd)
 
     # -- internals (lock held) ----------------------------------------------------------------
     def _insert(self, stored: _Stored) -> None:

@@ -20,7 +20,6 @@ docs/tiers.md says why an allocator rather than a log-structured data file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import mmap
 import os
 import sys
@@ -34,6 +33,7 @@ from .base import Capabilities, ObjectMeta, TierDriver
 from .index import _Stored
 from .journal import Journal, JournalPut
 from .mapped import MappedTier
+from .tierdir import lock_dir, unlock_dir
 
 __all__ = ["NvmeTier"]
 
@@ -52,24 +52,12 @@ class NvmeTier(MappedTier):
             raise ConfigError("an NVMe tier needs a capacity above zero")
         self.path = os.path.abspath(path)
         self.sync = sync
-        try:
-            # The directory itself may be new, but not its parent: a missing parent is more
-            # likely an unmounted disk than a wish for a fresh, empty tier.
-            if not os.path.isdir(self.path):
-                os.mkdir(self.path, 0o700)
-            self._lock_fd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise ConfigError(f"cannot use {self.path} for the nvme tier: {exc.strerror}") from exc
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self._lock_fd)
-            raise ConfigError(f"{self.path} is in use by another node") from None
+        self._lock_fd = lock_dir(self.path, "nvme")
         try:
             mapping = self._map_data(capacity)
             self._journal = Journal(os.path.join(self.path, "journal"), sync=sync)
         except BaseException:
-            os.close(self._lock_fd)
+            unlock_dir(self._lock_fd)
             raise
         super().__init__(mapping, Allocator(capacity, align))
         self.shared_path = os.path.join(self.path, "data")
@@ -208,6 +196,4 @@ class NvmeTier(MappedTier):
             self._map.flush()
         self._journal.close()
         super().close()
-        with contextlib.suppress(OSError):
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+        unlock_dir(self._lock_fd)
