@@ -14,11 +14,24 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .config import Address, parse_size
 from .errors import ConfigError
 
-__all__ = ["NodeProcess"]
+__all__ = ["NodeProcess", "terminate"]
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """Stop a child process by its PID: SIGTERM, then SIGKILL if it lingers; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 class NodeProcess:
@@ -58,13 +71,7 @@ class NodeProcess:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM the node and wait; SIGKILL if it does not stop in time. Returns its exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()

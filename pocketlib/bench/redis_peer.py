@@ -26,6 +26,8 @@ from typing import Any
 
 from pocketlib.workloads.sort import ShuffleStore
 
+from ..cluster import terminate
+
 __all__ = ["RedisServer", "RedisShuffle", "free_port", "redis_version"]
 
 HOST = "127.0.0.1"
@@ -104,7 +106,7 @@ class RedisServer:
                 if self._wait_ready(proc, port, start_timeout):
                     self.proc, self.port = proc, port
                     return
-                _terminate(proc)
+                terminate(proc)
                 errors.append(_tail(log))
             raise RuntimeError(
                 f"redis-server failed to start after {attempts} attempts: {errors[-1]!r}"
@@ -143,7 +145,7 @@ class RedisServer:
         """SIGTERM the server and wait; SIGKILL if it does not stop in time."""
         code = None
         if self.proc is not None:
-            code = _terminate(self.proc, timeout)
+            code = terminate(self.proc, timeout)
         shutil.rmtree(self._dir, ignore_errors=True)
         return code
 
@@ -155,17 +157,6 @@ class RedisServer:
 
     def __str__(self) -> str:
         return self.address
-
-
-def _terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def _tail(path: str, n: int = 400) -> str:

@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -34,6 +33,8 @@ import tempfile
 import time
 import uuid
 from typing import Any
+
+from ..cluster import terminate
 
 __all__ = ["S3Server", "S3ServerError", "weed_binary"]
 
@@ -209,14 +210,7 @@ class S3Server:
         code: int | None = None
         proc, self.proc = self.proc, None
         if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            code = proc.returncode
+            code = terminate(proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
