@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .config import Address, parse_size
@@ -44,6 +44,7 @@ class NodeProcess:
         *,
         host: str = "127.0.0.1",
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
         start_timeout: float = 30.0,
     ) -> None:
         self.tier = tier
@@ -54,7 +55,7 @@ class NodeProcess:
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
