@@ -10,7 +10,15 @@ Start a node (``pocket node --tier dram --capacity 1GiB``) and connect to it::
 """
 
 from .client import Client, Job, ObjectInfo, connect
-from .config import Address, Timeouts, format_size, parse_size
+from .config import (
+    Address,
+    JobHints,
+    Timeouts,
+    format_rate,
+    format_size,
+    parse_size,
+    parse_throughput,
+)
 from .errors import (
     AccessError,
     CapacityError,
@@ -45,6 +53,7 @@ __all__ = [
     "ConnectError",
     "InvalidKeyError",
     "Job",
+    "JobHints",
     "NotFoundError",
     "ObjectInfo",
     "ObjectReader",
@@ -61,6 +70,8 @@ __all__ = [
     "VersionError",
     "__version__",
     "connect",
+    "format_rate",
     "format_size",
     "parse_size",
+    "parse_throughput",
 ]

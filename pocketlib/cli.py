@@ -12,14 +12,15 @@ from types import FrameType
 
 from .bench.settings import DESCRIPTION as BENCH_DESCRIPTION
 from .bench.settings import add_options as add_bench_options
-from .config import parse_size
-from .errors import PocketError
+from .config import Address, parse_size, parse_throughput
+from .errors import ConfigError, PocketError
 
 __all__ = ["main"]
 
 
 def _node(args: argparse.Namespace) -> int:
     import os
+    import socket
 
     from .node import StorageNode
     from .tiers import load_driver
@@ -48,7 +49,23 @@ def _node(args: argparse.Namespace) -> int:
             driver.close()
             raise
     secret = args.secret or os.environ.get("POCKET_SECRET")
-    node = StorageNode(driver, args.host, args.port, secret=secret.encode() if secret else None)
+    if args.controller and not secret:
+        driver.close()
+        raise ConfigError("a node managed by a controller needs the cluster secret "
+                          "(--secret or POCKET_SECRET)")  # fmt: skip
+    node = StorageNode(
+        driver, args.host, args.port, secret=secret.encode() if secret else None,
+        managed=bool(args.controller),
+    )  # fmt: skip
+    link = None
+    if args.controller:
+        from .node_agent import ControllerLink
+
+        link = ControllerLink(
+            node, args.controller, name=args.name or f"{socket.gethostname()}-{os.getpid()}",
+            secret=(secret or "").encode(), bandwidth=parse_throughput(args.bandwidth),
+            advertise=Address.parse(args.advertise) if args.advertise else None,
+        )  # fmt: skip
 
     # The handler only records the signal: taking a lock there (Event.set) can deadlock
     # against the main thread if the signal lands while that thread holds the same lock.
@@ -60,18 +77,21 @@ def _node(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     node.start()
+    if link is not None:
+        link.start()
     print(node.address, flush=True)
     try:
         while not signals:
             time.sleep(0.05)
     finally:
+        if link is not None:
+            link.stop()
         node.stop()
     return 0
 
 
 def parse_spill(spec: str) -> tuple[str, int, str | None]:
     """``TIER:CAPACITY[:PATH]`` (the path may itself hold colons, as ``s3://`` does)."""
-    from .errors import ConfigError
 
     name, _, rest = spec.partition(":")
     capacity, _, path = rest.partition(":")
@@ -144,6 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--host", default="127.0.0.1")
     node.add_argument("--port", type=int, default=0, help="0 picks a free port")
     node.add_argument("--secret", default=None, help="token secret (or env POCKET_SECRET)")
+    node.add_argument(
+        "--controller", default=None, metavar="HOST:PORT",
+        help="register with this controller and heartbeat to it (tokens then come only from it)",
+    )  # fmt: skip
+    node.add_argument("--name", default=None, help="name to register under (default: host-pid)")
+    node.add_argument(
+        "--bandwidth", default="1GB/s", help="network bandwidth the controller may allocate"
+    )
+    node.add_argument(
+        "--advertise", default=None, metavar="HOST:PORT",
+        help="address clients reach this node at (default: the bound address)",
+    )  # fmt: skip
     node.set_defaults(func=_node)
 
     stats = sub.add_parser("stats", help="print nodes' stats as JSON")

@@ -17,8 +17,6 @@ Guarantees kept here:
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import itertools
 import os
 import secrets
@@ -28,7 +26,9 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from .auth import job_token, verify
 from .config import Address
+from .errors import AccessError, TokenError, UnknownJobError
 from .session import OP_NAMES, ConnStats, Session
 from .tiers.base import TierDriver
 from .tiers.persist import PersistingTier
@@ -51,12 +51,18 @@ class StorageNode:
         port: int = 0,
         *,
         secret: bytes | None = None,
+        managed: bool = False,
         reap_interval: float = 0.5,
     ) -> None:
         self.tier = tier
         #: Whether puts may ask to be written through to a persist tier (``--persist``).
         self.persists = isinstance(tier, PersistingTier)
         self._secret = secret or secrets.token_bytes(32)
+        #: Managed by a controller: tokens come only from it (JOB_OPEN is refused) and a job
+        #: opens on its first request with a valid token.
+        self.managed = managed
+        #: Jobs deleted here while managed: their tokens stay refused (job ids are never reused).
+        self.closed_jobs: set[str] = set()
         #: Open jobs and their tokens.
         self.jobs: dict[str, bytes] = {}
         #: Which opening of each job is current: a put compares it before and after its commit.
@@ -124,10 +130,15 @@ class StorageNode:
 
     def token_for(self, job: str) -> bytes:
         """The token that authenticates ``job`` on this node."""
-        return hmac.new(self._secret, job.encode(), hashlib.sha256).digest()[:16]
+        return job_token(self._secret, job)
 
     def open_job(self, job: str) -> bytes:
-        """Open ``job`` here (idempotent); returns its token."""
+        """Open ``job`` here (idempotent); returns its token. Refused on a managed node."""
+        if self.managed:
+            raise AccessError("this node is managed by a controller: register the job there")
+        return self._open(job)
+
+    def _open(self, job: str) -> bytes:
         token = self.token_for(job)
         with self.lock:
             if job not in self.jobs:
@@ -135,11 +146,30 @@ class StorageNode:
                 self.job_epochs[job] = next(self._epochs)
         return token
 
+    def admit(self, job: str, token: bytes) -> None:
+        """A request for ``job``, which is not open here: open it if the token is valid.
+
+        Only a managed node does; a node in direct mode knows only jobs opened with JOB_OPEN.
+        """
+        if not self.managed:
+            raise UnknownJobError(f"job {job!r} is not open on this node")
+        expected = self.token_for(job)
+        if not verify(token, expected):
+            raise TokenError(f"wrong token for job {job!r}")
+        with self.lock:  # one step with delete_job: a deleted job is never reopened
+            if job in self.closed_jobs:
+                raise UnknownJobError(f"job {job!r} was deregistered")
+            if job not in self.jobs:
+                self.jobs[job] = expected
+                self.job_epochs[job] = next(self._epochs)
+
     def delete_job(self, job: str) -> int:
         """Close ``job`` and free all its objects; returns how many there were."""
         with self.lock:
             self.jobs.pop(job, None)
             self.job_epochs.pop(job, None)
+            if self.managed:
+                self.closed_jobs.add(job)
         # Outside the lock: freeing a large job (or one on S3) must not stall every put.
         # A put that commits meanwhile sees the epoch change and removes what it stored.
         return self.tier.delete_job(job)
@@ -166,6 +196,8 @@ class StorageNode:
                 "connections": len(self._conns),
                 "connections_total": self._connections_total,
                 "jobs": sorted(self.jobs),
+                "job_ops": _sum_job_ops(every),
+                "managed": self.managed,
             }
 
     # -- threads ------------------------------------------------------------------------------
@@ -199,3 +231,11 @@ class StorageNode:
                 self._closed_stats.add(session.stats)
             with contextlib.suppress(OSError):
                 conn.close()
+
+
+def _sum_job_ops(every: list[ConnStats]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for st in every:
+        for job, n in list(st.job_ops.items()):  # a snapshot: the owning thread may add keys
+            total[job] = total.get(job, 0) + n
+    return total

@@ -38,6 +38,7 @@ from .errors import InvalidKeyError, ProtocolError, VersionError
 
 __all__ = [
     "BODY_OPS",
+    "CONTROL_OPS",
     "Buffer",
     "MAGIC",
     "REQUEST_HEADER",
@@ -122,10 +123,21 @@ class Op(enum.IntEnum):
     SHM_RELEASE = 23  # arg = id of a lease or reservation to give back; never answered
     SHM_RESERVE = 24  # length = bytes; response: extents, reserved under the request id
     SHM_COMMIT = 25  # key, arg = reservation id, checksum, ttl, flag LZ4: makes it visible
+    # The control plane: served by the controller, JSON request and response bodies.
+    NODE_REGISTER = 30  # a node joins: name, address, tier, capacity, bandwidth
+    NODE_HEARTBEAT = 31  # a node's load each second; the answer may ask it to act
+    JOB_REGISTER = 32  # name and hints -> ticket
+    JOB_DEREGISTER = 33  # job id + token: frees the job's data and allocation
+    JOB_INFO = 34  # job id + token -> the job's current ticket
+    CLUSTER_STATUS = 35  # nodes, jobs, usage and cost
+
+
+#: Opcodes only the controller serves.
+CONTROL_OPS = frozenset(range(Op.NODE_REGISTER, Op.CLUSTER_STATUS + 1))
 
 
 #: Ops whose request carries ``length`` bytes of body after the key.
-BODY_OPS = frozenset({Op.PUT, Op.STREAM_PUT, Op.MULTI_PUT, Op.MULTI_GET, Op.LIST})
+BODY_OPS = frozenset({Op.PUT, Op.STREAM_PUT, Op.MULTI_PUT, Op.MULTI_GET, Op.LIST, *CONTROL_OPS})
 
 
 class Flag:

@@ -28,6 +28,7 @@ from .errors import (
     status_for_error,
 )
 from .protocol import (
+    CONTROL_OPS,
     MAGIC,
     MAX_META_BODY,
     REQUEST_HEADER,
@@ -71,7 +72,7 @@ _GET, _PUT, _MULTI_GET, _MULTI_PUT, _STREAM_PUT, _LIST = (
 )  # fmt: skip
 _VALUE_OPS = frozenset({_PUT, _STREAM_PUT})
 _SHM_GET = int(Op.SHM_GET)
-_META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT})
+_META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT, *CONTROL_OPS})
 _pack_response = RESPONSE_HEADER.pack
 _DELETE_AFTER_READ, _RANGE, _STORED = Flag.DELETE_AFTER_READ, Flag.RANGE, Flag.STORED
 #: Values up to this size arrive with their header in one read and are stored in one step.
@@ -82,10 +83,12 @@ _JOIN_LIMIT = 16 * 1024
 class ConnStats:
     """Counters of one connection, bumped by its own thread only (so no lock)."""
 
-    __slots__ = ("bytes_in", "bytes_out", "errors", "ops")
+    __slots__ = ("bytes_in", "bytes_out", "errors", "job_ops", "ops")
 
     def __init__(self) -> None:
         self.ops = [0] * 64
+        #: Requests per job (what the controller bills as requests).
+        self.job_ops: dict[str, int] = {}
         self.bytes_in = 0
         self.bytes_out = 0
         self.errors = 0
@@ -96,6 +99,8 @@ class ConnStats:
         self.bytes_out += other.bytes_out
         self.errors += other.errors
         self.ops = [a + b for a, b in zip(self.ops, other.ops, strict=True)]
+        for job, n in other.job_ops.items():
+            self.job_ops[job] = self.job_ops.get(job, 0) + n
 
 
 class _Disconnected(Exception):
@@ -175,12 +180,16 @@ class Session:
         try:
             if h.flags & Flag.PERSIST and not self.node.persists:
                 raise RequestError("this node has no persist tier (start it with --persist)")
+            if op in CONTROL_OPS:
+                raise RequestError(f"{OP_NAMES[op]} goes to the controller, not a storage node")
             if op not in _OPS_WITHOUT_JOB:
                 expected = self.node.jobs.get(job)
                 if expected is None:
-                    raise UnknownJobError(f"job {job!r} is not open on this node")
-                if not hmac.compare_digest(token, expected):
+                    self.node.admit(job, token)  # a managed node opens a job on a valid token
+                elif not hmac.compare_digest(token, expected):
                     raise TokenError(f"wrong token for job {job!r}")
+                job_ops = self.stats.job_ops
+                job_ops[job] = job_ops.get(job, 0) + 1
             if op == _GET:
                 self._get(h, job, key)
             elif op == _PUT:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from pocketlib import Address, ConfigError, Timeouts, format_size, parse_size
+from pocketlib import (
+    Address,
+    ConfigError,
+    JobHints,
+    Timeouts,
+    format_rate,
+    format_size,
+    parse_size,
+    parse_throughput,
+)
 
 
 @pytest.mark.parametrize(
@@ -89,3 +98,66 @@ def test_timeouts_defaults() -> None:
     assert t.io is not None
     assert t.io > 0
     assert Timeouts(io=None).io is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3GB/s", 3 * 10**9),
+        ("600Mb/s", 75 * 10**6),  # lower-case b is bits
+        ("10Gbps", 1_250_000_000),
+        ("1.5 GiB/s", int(1.5 * 2**30)),
+        ("200MB", 200 * 10**6),  # "/s" is optional
+        ("123", 123),
+        (5, 5),
+    ],
+)
+def test_parse_throughput(text: str | int, expected: int) -> None:
+    assert parse_throughput(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "fast", "3 GB/h", "-1GB/s", "3XB/s", -5, True, 1.5])
+def test_parse_throughput_refuses(bad: object) -> None:
+    with pytest.raises(ConfigError):
+        parse_throughput(bad)  # type: ignore[arg-type]
+
+
+def test_format_rate_round_trips_roughly() -> None:
+    assert format_rate(3e9) == "3.0 GB/s"
+    assert format_rate(512) == "512 B/s"
+
+
+def test_job_hints_normalise_units() -> None:
+    hints = JobHints(capacity="12GB", peak_throughput="24Gb/s", max_concurrency=250)
+    assert hints.capacity == 12 * 10**9
+    assert hints.peak_throughput == 3 * 10**9
+    assert hints.latency_sensitive is True  # Pocket's default
+    assert JobHints.from_dict(hints.as_dict()) == hints
+    assert JobHints(capacity=1.0e9).capacity == 10**9  # a float of bytes is accepted
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"capacity": -1},
+        {"capacity": float("nan")},
+        {"capacity": float("inf")},
+        {"capacity": "2000000TB"},  # beyond any cluster
+        {"capacity": [1]},
+        {"peak_throughput": "-3GB/s"},
+        {"peak_throughput": "2000000TB/s"},
+        {"max_concurrency": 0},
+        {"max_concurrency": -4},
+        {"max_concurrency": 2.5},
+        {"max_concurrency": 10**9},
+        {"latency_sensitive": "yes"},
+    ],
+)
+def test_job_hints_refuse_bad_values(bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        JobHints(**bad)  # type: ignore[arg-type]
+
+
+def test_job_hints_from_dict_refuses_unknown_fields() -> None:
+    with pytest.raises(ConfigError, match="bogus"):
+        JobHints.from_dict({"bogus": 1})
