@@ -1,17 +1,26 @@
-"""Key placement by weighted rendezvous hashing, alone and over two real nodes."""
+"""Key placement by weighted rendezvous hashing (slot table, versioned weight maps), alone and
+over two real nodes."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import random
 import subprocess
 import sys
+import threading
 from collections import Counter
+from collections.abc import Mapping
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pocketlib
 from pocketlib.cluster import NodeProcess
-from pocketlib.routing import WeightedRendezvous
+from pocketlib.routing import SLOTS, VersionedRouter, WeightedRendezvous, WeightMap, slot_of
+from pocketlib.routing.rendezvous import _prepare, _score_all, _slot_input
 
 KEYS = [f"job/map-{i}/part-{i % 97}".encode() for i in range(20_000)]
 
@@ -126,6 +135,373 @@ def test_uniform() -> None:
     r = WeightedRendezvous.uniform(["b:1", "a:1"])
     assert r.weights == {"a:1": 1.0, "b:1": 1.0}
     assert r.nodes == ["a:1", "b:1"]
+
+
+# -- the slot table ----------------------------------------------------------------------------
+
+MANY_KEYS = [f"many/{i}".encode() for i in range(200_000)]
+
+
+def random_weights(n: int, seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    return {f"10.0.{i // 256}.{i % 256}:7070": rng.uniform(0.2, 5.0) for i in range(n)}
+
+
+WEIGHTS_64 = random_weights(64, seed=20181008)
+
+
+def share_tolerance(p: float, n_keys: int) -> float:
+    """Five standard deviations of a node's share: the slots it wins (binomial over SLOTS),
+    then the keys that land in them (binomial over ``n_keys``)."""
+    return 5 * math.sqrt(p * (1 - p) * (1 / SLOTS + 1 / n_keys))
+
+
+def assert_shares(counts: Mapping[str, int], weights: Mapping[str, float], n: int) -> None:
+    total = sum(weights.values())
+    assert set(counts) <= set(weights)
+    for node, w in weights.items():
+        p = w / total
+        assert abs(counts.get(node, 0) / n - p) <= share_tolerance(p, n), (node, counts, p)
+
+
+def slot_owners(router: WeightedRendezvous) -> list[str]:
+    return [router.node_for_slot(s) for s in range(SLOTS)]
+
+
+@pytest.mark.parametrize(
+    "weights", [{"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}, WEIGHTS_64], ids=["1:2:3:4", "64-random"]
+)
+def test_shares_of_200k_keys_follow_unequal_weights(weights: dict[str, float]) -> None:
+    router = WeightedRendezvous(weights)
+    counts = Counter(router.node_for(k) for k in MANY_KEYS)
+    assert_shares(counts, weights, len(MANY_KEYS))
+
+
+def test_a_64_node_map_skewed_weights_share_in_proportion() -> None:
+    # One node with a tenth of the load of the others, one with ten times.
+    weights = dict.fromkeys((f"n{i}" for i in range(64)), 1.0) | {"n0": 0.1, "n1": 10.0}
+    counts = Counter(slot_owners(WeightedRendezvous(weights)))
+    assert_shares(counts, weights, SLOTS)
+    assert counts["n1"] > 50 * counts["n0"]
+
+
+def test_a_slot_owner_is_the_full_rendezvous_of_that_slot() -> None:
+    router = WeightedRendezvous(WEIGHTS_64)
+    nodes = _prepare(WEIGHTS_64)
+    for key in MANY_KEYS[:3000]:
+        expected = _score_all(nodes, _slot_input(slot_of(key)))
+        assert router.node_for(key) == expected
+    # ...and routing really is by slot: scoring the key itself gives another answer for most.
+    differ = sum(router.node_for(k) != _score_all(nodes, k) for k in MANY_KEYS[:3000])
+    assert differ > 2000
+
+
+def test_equal_weights_use_the_same_rendezvous_as_any_weights() -> None:
+    # The equal-weights shortcut (compare hashes, skip the logarithm) gives the same owners as
+    # the weighted score.
+    nodes = _prepare(dict.fromkeys("abcdefgh", 1.0))
+    for slot in range(0, SLOTS, 7):
+        data = _slot_input(slot)
+        assert _score_all(nodes, data, equal=True) == _score_all(nodes, data, equal=False)
+
+
+def test_a_warmed_table_answers_as_a_fresh_router() -> None:
+    warmed = WeightedRendezvous(WEIGHTS_64)
+    first = [warmed.node_for(k) for k in MANY_KEYS[:50_000]]  # fills most slots
+    assert [warmed.node_for(k) for k in MANY_KEYS[:50_000]] == first  # served from the table
+    fresh = WeightedRendezvous(dict(reversed(WEIGHTS_64.items())))
+    assert [fresh.node_for_slot(slot_of(k)) for k in MANY_KEYS[:50_000]] == first
+    assert slot_owners(warmed) == slot_owners(WeightedRendezvous(WEIGHTS_64))
+
+
+def test_racing_threads_fill_the_table_with_the_same_answers() -> None:
+    router = WeightedRendezvous(WEIGHTS_64)
+    results: list[list[str]] = []
+    barrier = threading.Barrier(4)
+
+    def fill() -> None:
+        barrier.wait()
+        results.append([router.node_for(k) for k in MANY_KEYS[:20_000]])
+
+    threads = [threading.Thread(target=fill) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    expected = [WeightedRendezvous(WEIGHTS_64).node_for(k) for k in MANY_KEYS[:20_000]]
+    assert all(r == expected for r in results)
+
+
+def test_a_joining_node_of_a_64_node_map_takes_only_its_share() -> None:
+    old = WeightedRendezvous(WEIGHTS_64)
+    joined = {**WEIGHTS_64, "joiner:7070": 3.0}
+    new = WeightedRendezvous(joined)
+    moved = 0
+    for key in MANY_KEYS:
+        before, after = old.node_for(key), new.node_for(key)
+        if before != after:
+            assert after == "joiner:7070", "a key moved between nodes that both stayed"
+            moved += 1
+    p = 3.0 / sum(joined.values())
+    assert abs(moved / len(MANY_KEYS) - p) <= share_tolerance(p, len(MANY_KEYS))
+
+
+def test_a_leaving_node_of_a_64_node_map_moves_only_its_keys() -> None:
+    old = WeightedRendezvous(WEIGHTS_64)
+    leaver = sorted(WEIGHTS_64)[17]
+    new = WeightedRendezvous({n: w for n, w in WEIGHTS_64.items() if n != leaver})
+    moved = 0
+    for key in MANY_KEYS:
+        before, after = old.node_for(key), new.node_for(key)
+        assert after != leaver
+        if before != leaver:
+            assert after == before, "a key of a node that stayed moved"
+        else:
+            moved += 1
+    p = WEIGHTS_64[leaver] / sum(WEIGHTS_64.values())
+    assert abs(moved / len(MANY_KEYS) - p) <= share_tolerance(p, len(MANY_KEYS))
+
+
+weight_maps = st.dictionaries(
+    st.sampled_from([f"node-{i}" for i in range(12)]),
+    st.floats(min_value=0.05, max_value=20.0),
+    min_size=2,
+    max_size=8,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(weights=weight_maps)
+def test_any_weight_map_shares_slots_by_weight(weights: dict[str, float]) -> None:
+    counts = Counter(slot_owners(WeightedRendezvous(weights)))
+    assert_shares(counts, weights, SLOTS)
+
+
+@settings(max_examples=25, deadline=None)
+@given(weights=weight_maps, joiner_weight=st.floats(min_value=0.05, max_value=20.0))
+def test_any_weight_map_a_joiner_takes_slots_only_for_itself(
+    weights: dict[str, float], joiner_weight: float
+) -> None:
+    before = slot_owners(WeightedRendezvous(weights))
+    after = slot_owners(WeightedRendezvous({**weights, "joiner": joiner_weight}))
+    moved = [s for s in range(SLOTS) if before[s] != after[s]]
+    assert all(after[s] == "joiner" for s in moved)
+    p = joiner_weight / (sum(weights.values()) + joiner_weight)
+    assert abs(len(moved) / SLOTS - p) <= share_tolerance(p, SLOTS)
+
+
+@settings(max_examples=25, deadline=None)
+@given(weights=weight_maps, data=st.data())
+def test_any_weight_map_a_leaver_gives_up_only_its_slots(
+    weights: dict[str, float], data: st.DataObject
+) -> None:
+    leaver = data.draw(st.sampled_from(sorted(weights)))
+    before = slot_owners(WeightedRendezvous(weights))
+    after = slot_owners(WeightedRendezvous({n: w for n, w in weights.items() if n != leaver}))
+    for s in range(SLOTS):
+        assert after[s] == before[s] if before[s] != leaver else after[s] != leaver
+
+
+def test_placement_is_pinned() -> None:
+    """Owners of a few keys, fixed: a change here moves stored keys between client versions
+    (a reader on another version would miss them), so it must be deliberate."""
+    weighted = WeightedRendezvous({"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0})
+    uniform = WeightedRendezvous.uniform(["a", "b", "c"])
+    keys = [f"golden-{i}".encode() for i in range(40)]
+    assert [slot_of(k) for k in keys[:5]] == [9104, 14285, 7908, 4232, 3605]
+    assert "".join(map(weighted.node_for, keys)) == "addbdcdccdbcbbbcbcccdcdccbcacdbdcacbdbdd"
+    assert "".join(map(uniform.node_for, keys)) == "aacbbabccaacbabcbbccbccccbcaccbbcacbbbca"
+
+
+def test_a_64_node_map_is_deterministic_across_processes() -> None:
+    code = (
+        "import json, sys\n"
+        "from pocketlib.routing import WeightedRendezvous, VersionedRouter, WeightMap\n"
+        "w = json.loads(sys.argv[1])\n"
+        "r = WeightedRendezvous(w)\n"
+        "v = VersionedRouter([WeightMap(1, dict(list(w.items())[:40])), WeightMap(2, w)])\n"
+        "keys = [f'proc/{i}'.encode() for i in range(2000)]\n"
+        "print(json.dumps([[r.node_for(k) for k in keys], [v.read_nodes(k) for k in keys]]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(WEIGHTS_64)], capture_output=True, text=True,
+        check=True, env={"PYTHONHASHSEED": "4242", "PATH": ""},
+    ).stdout  # fmt: skip
+    r = WeightedRendezvous(WEIGHTS_64)
+    v = VersionedRouter(
+        [WeightMap(1, dict(list(WEIGHTS_64.items())[:40])), WeightMap(2, WEIGHTS_64)]
+    )
+    keys = [f"proc/{i}".encode() for i in range(2000)]
+    assert json.loads(out) == [[r.node_for(k) for k in keys], [v.read_nodes(k) for k in keys]]
+
+
+def test_node_for_slot_checks_its_range() -> None:
+    router = WeightedRendezvous({"a": 1.0, "b": 1.0})
+    assert router.node_for_slot(SLOTS - 1) in ("a", "b")
+    for slot in (-1, SLOTS):
+        with pytest.raises(ValueError, match="slot"):
+            router.node_for_slot(slot)
+
+
+def test_to_dict_and_repr() -> None:
+    router = WeightedRendezvous({"b": 2, "a": 1.0})
+    assert router.to_dict() == {"a": 1.0, "b": 2.0}
+    assert list(router.to_dict()) == ["a", "b"]
+    assert "WeightedRendezvous" in repr(router)
+
+
+# -- weight maps -------------------------------------------------------------------------------
+
+
+def test_a_weight_map_is_normalised_and_sorted() -> None:
+    m = WeightMap(3, {"c": 2.0, "a": 1, "b": 1.0})
+    assert m.version == 3
+    assert dict(m.weights) == {"a": 0.25, "b": 0.25, "c": 0.5}
+    assert m.nodes == ["a", "b", "c"]
+    with pytest.raises(TypeError):
+        m.weights["a"] = 1.0  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.version = 4  # type: ignore[misc]
+
+
+def test_huge_weights_normalise_without_overflow() -> None:
+    m = WeightMap(1, {"a": 1e308, "b": 1e308, "c": 1.5e308, "d": 1.5e308})
+    assert dict(m.weights) == pytest.approx({"a": 0.2, "b": 0.2, "c": 0.3, "d": 0.3})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    weights=st.dictionaries(
+        st.text(min_size=1, max_size=8),
+        st.floats(min_value=1e-6, max_value=1e6),
+        min_size=1,
+        max_size=20,
+    ),
+    version=st.integers(min_value=1, max_value=2**40),
+)
+def test_any_weight_map_sums_to_one_and_survives_json(
+    weights: dict[str, float], version: int
+) -> None:
+    m = WeightMap(version, weights)
+    assert math.fsum(m.weights.values()) == pytest.approx(1.0, abs=1e-12)
+    first = next(iter(weights))
+    for node, w in weights.items():  # ratios are kept
+        assert m.weights[node] / m.weights[first] == pytest.approx(w / weights[first])
+    back = WeightMap.from_dict(json.loads(json.dumps(m.as_dict())))
+    assert back == m
+    assert list(back.weights.items()) == list(m.weights.items())  # bit for bit, same order
+    assert hash(back) == hash(m)
+    assert WeightMap(version, m.weights) == m  # normalising is idempotent
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [
+        ({}, "at least one node"),
+        ({"a": 0.0}, "positive"),
+        ({"a": 1.0, "b": 0}, "positive"),
+        ({"a": -1.0}, "positive"),
+        ({"a": math.nan}, "positive"),
+        ({"a": 1.0, "b": math.inf}, "positive"),
+        ({"a": 1.0, "b": -math.inf}, "positive"),
+        ({"a": True}, "number"),
+        ({"a": "1"}, "number"),
+        ({"": 1.0}, "node names"),
+        ({1: 1.0}, "node names"),
+        ({"a": 5e-324, "b": 1e300}, "too small"),
+    ],
+)
+def test_invalid_weight_maps_raise(weights: dict[object, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        WeightMap(1, weights)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("version", [0, -1, True, 1.0, "1"])
+def test_invalid_versions_raise(version: object) -> None:
+    with pytest.raises(ValueError, match="version"):
+        WeightMap(version, {"a": 1.0})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "data", [{}, {"version": 1}, {"weights": {"a": 1.0}}, {"version": 1, "weights": [1.0]}, []]
+)
+def test_malformed_weight_map_dicts_raise(data: object) -> None:
+    with pytest.raises(ValueError, match="weights"):
+        WeightMap.from_dict(data)  # type: ignore[arg-type]
+
+
+def test_a_weight_maps_router_is_built_once() -> None:
+    m = WeightMap(1, {"a": 1.0, "b": 3.0})
+    assert m.router is m.router
+    assert m.router.weights == {"a": 0.25, "b": 0.75}
+
+
+# -- versioned routing -------------------------------------------------------------------------
+
+V1 = WeightMap(1, {"a": 1.0, "b": 1.0, "c": 1.0})
+V2 = WeightMap(2, {"a": 1.0, "b": 1.0, "c": 1.0, "d": 2.0})  # d joins
+V4 = WeightMap(4, {"a": 1.0, "c": 1.0, "d": 2.0, "e": 1.0})  # b dies, e replaces it
+
+
+def test_writes_use_the_newest_map() -> None:
+    router = VersionedRouter([V1, V2, V4])
+    assert router.newest is V4
+    assert all(router.write_node(k) == V4.router.node_for(k) for k in KEYS)
+    assert {router.write_node(k) for k in KEYS} == {"a", "c", "d", "e"}
+
+
+def test_reads_list_newest_first_and_older_nodes_only_when_they_differ() -> None:
+    router = VersionedRouter([V1, V2, V4])
+    lengths: Counter[int] = Counter()
+    for k in KEYS:
+        per_version = [V4.router.node_for(k), V2.router.node_for(k), V1.router.node_for(k)]
+        nodes = router.read_nodes(k)
+        assert nodes[0] == router.write_node(k)
+        assert nodes == list(dict.fromkeys(per_version))  # distinct, newest first
+        lengths[len(nodes)] += 1
+    # Some keys never moved, some moved once, some twice (1 -> 2 -> 4).
+    assert set(lengths) == {1, 2, 3}
+
+
+def test_a_key_written_under_an_older_map_is_found() -> None:
+    stored: dict[str, set[bytes]] = {}
+    old = VersionedRouter([V1])
+    for k in KEYS:
+        stored.setdefault(old.write_node(k), set()).add(k)
+    new = old.with_map(V2).with_map(V4)
+    for k in KEYS:
+        holders = [n for n in new.read_nodes(k) if k in stored.get(n, set())]
+        assert len(holders) == 1
+
+
+def test_with_map_returns_a_new_router() -> None:
+    old = VersionedRouter([V1])
+    new = old.with_map(V2)
+    assert old.maps == (V1,)
+    assert new.maps == (V1, V2)
+    assert new.newest is V2
+    assert new.nodes == ["a", "b", "c", "d"]
+    assert new.with_map(V4).nodes == ["a", "b", "c", "d", "e"]  # b still read from
+    with pytest.raises(ValueError, match="increase"):
+        new.with_map(V1)
+
+
+@pytest.mark.parametrize("maps", [[V2, V1], [V1, V1], [V1, V4, V2], [V1, WeightMap(1, {"z": 1})]])
+def test_versions_out_of_order_raise(maps: list[WeightMap]) -> None:
+    with pytest.raises(ValueError, match="increase"):
+        VersionedRouter(maps)
+
+
+def test_a_versioned_router_needs_a_map() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        VersionedRouter([])
+
+
+def test_one_version_reads_one_node() -> None:
+    router = VersionedRouter([V2])
+    assert all(router.read_nodes(k) == [router.write_node(k)] for k in KEYS[:1000])
+    assert "versions=[2]" in repr(router)
 
 
 # -- over two real nodes -----------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Key placement: weighted rendezvous hashing over a job's weight map. Pure; no I/O."""
+"""Key placement: weighted rendezvous hashing over a job's versioned weight maps. Pure; no I/O."""
 
-from .rendezvous import WeightedRendezvous
+from .rendezvous import SLOTS, WeightedRendezvous, slot_of
+from .weightmap import VersionedRouter, WeightMap
 
-__all__ = ["WeightedRendezvous"]
+__all__ = ["SLOTS", "VersionedRouter", "WeightMap", "WeightedRendezvous", "slot_of"]
