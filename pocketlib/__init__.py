@@ -9,7 +9,8 @@ Start a node (``pocket node --tier dram --capacity 1GiB``) and connect to it::
         data = job.get("map-0/part-3", delete_after_read=True)
 """
 
-from .client import Client, Job, ObjectInfo, connect
+from .client import Client, Job, ObjectInfo, attach, connect
+from .cluster import LocalCluster
 from .config import (
     Address,
     JobHints,
@@ -27,6 +28,7 @@ from .errors import (
     ConflictError,
     ConnectError,
     InvalidKeyError,
+    NodeLostError,
     NotFoundError,
     PocketError,
     PocketTimeoutError,
@@ -39,6 +41,7 @@ from .errors import (
     VersionError,
 )
 from .streams import ObjectReader, ObjectWriter
+from .ticket import Ticket
 
 __version__ = "0.1.0"
 
@@ -54,6 +57,8 @@ __all__ = [
     "InvalidKeyError",
     "Job",
     "JobHints",
+    "LocalCluster",
+    "NodeLostError",
     "NotFoundError",
     "ObjectInfo",
     "ObjectReader",
@@ -63,12 +68,14 @@ __all__ = [
     "ProtocolError",
     "RequestError",
     "ServerError",
+    "Ticket",
     "Timeouts",
     "TokenError",
     "TransportError",
     "UnknownJobError",
     "VersionError",
     "__version__",
+    "attach",
     "connect",
     "format_rate",
     "format_size",

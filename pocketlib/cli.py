@@ -65,6 +65,7 @@ def _node(args: argparse.Namespace) -> int:
             node, args.controller, name=args.name or f"{socket.gethostname()}-{os.getpid()}",
             secret=(secret or "").encode(), bandwidth=parse_throughput(args.bandwidth),
             advertise=Address.parse(args.advertise) if args.advertise else None,
+            interval=args.heartbeat,
         )  # fmt: skip
 
     # The handler only records the signal: taking a lock there (Event.set) can deadlock
@@ -172,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--bandwidth", default="1GB/s", help="network bandwidth the controller may allocate"
     )
+    node.add_argument(
+        "--heartbeat", type=float, default=1.0, metavar="SECONDS",
+        help="seconds between heartbeats to the controller (default: 1)",
+    )  # fmt: skip
     node.add_argument(
         "--advertise", default=None, metavar="HOST:PORT",
         help="address clients reach this node at (default: the bound address)",

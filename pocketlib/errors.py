@@ -19,6 +19,7 @@ over the wire as a status code and are raised again on the client as the same cl
     │   └── TokenError         the job token is missing or wrong
     └── TransportError         the node could not be reached or the link broke
         ├── ConnectError       could not connect
+        ├── NodeLostError      the node holding the key was lost (with its data)
         └── PocketTimeoutError an operation exceeded its timeout (also builtin TimeoutError)
     ServerError                the node failed while serving (a bug or OS error there)
 """
@@ -33,6 +34,7 @@ __all__ = [
     "ConflictError",
     "ConnectError",
     "InvalidKeyError",
+    "NodeLostError",
     "NotFoundError",
     "PocketError",
     "ProtocolError",
@@ -147,6 +149,15 @@ class PocketTimeoutError(TransportError, TimeoutError):
     status = 16
 
 
+class NodeLostError(TransportError):
+    """The node that held the key is gone: the controller found it dead, and its data with it.
+
+    The rest of the job keeps working; writes go to the nodes that replaced it.
+    """
+
+    status = 18
+
+
 class ServerError(PocketError):
     """The node failed while serving the request (a bug or an OS error on the node)."""
 
@@ -172,6 +183,7 @@ _BY_STATUS: dict[int, type[PocketError]] = {
         TransportError,
         ConnectError,
         PocketTimeoutError,
+        NodeLostError,
         ServerError,
     )
 }

@@ -12,6 +12,8 @@ controller therefore never blocks while nodes start.
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -68,9 +70,15 @@ class LocalProvisioner(Provisioner):
 
     name = "local"
 
-    def __init__(self, host: str = "127.0.0.1", extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", extra_args: tuple[str, ...] = (),
+        *, data_dir: str | None = None,
+    ) -> None:  # fmt: skip
         self.host = host
         self.extra_args = extra_args
+        #: File-backed tiers get a directory each under this one (removed with the node).
+        self.data_dir = data_dir
+        self._own_data_dir = False
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._nodes: dict[str, NodeProcess | None] = {}  # None: still starting
@@ -83,6 +91,8 @@ class LocalProvisioner(Provisioner):
         ]  # fmt: skip
         if spec.path:
             args += ["--path", spec.path]
+        elif spec.tier in ("nvme", "hdd"):
+            args += ["--path", self._node_dir(handle)]
         # Starting a process takes a fraction of a second: do it off the caller's thread.
         with self._lock:
             self._nodes[handle] = None
@@ -107,11 +117,25 @@ class LocalProvisioner(Provisioner):
                 return
         proc.stop()  # stopped while it was starting
 
+    def _node_dir(self, handle: str) -> str:
+        with self._lock:
+            if self.data_dir is None:
+                self.data_dir = tempfile.mkdtemp(prefix="pocket-nodes-")
+                self._own_data_dir = True
+        return f"{self.data_dir}/{handle}"
+
     def stop_node(self, handle: str) -> None:
         with self._lock:
             proc = self._nodes.pop(handle, None)
         if proc is not None:
             proc.stop()
+        if self.data_dir is not None:  # ephemeral by design: the node's files go with it
+            shutil.rmtree(f"{self.data_dir}/{handle}", ignore_errors=True)
+
+    def close(self) -> None:
+        super().close()
+        if self._own_data_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def kill_node(self, handle: str) -> None:
         """SIGKILL a node (tests of lost nodes)."""

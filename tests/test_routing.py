@@ -528,7 +528,7 @@ def test_a_job_over_two_nodes(two_nodes: list[NodeProcess]) -> None:
             for address in addresses:
                 with pocketlib.connect([address], job="two-node-job") as single:
                     on_node = set(single.list("spread/"))
-                assert on_node == {k for k in keys if job.router.node_for(k.encode()) == address}
+                assert on_node == {k for k in keys if job.router.write_node(k.encode()) == address}
                 assert len(on_node) == per_node[address]
             assert job.delete_prefix("spread/") == len(keys)
             assert list(job.list()) == []
@@ -539,7 +539,7 @@ def test_a_job_over_two_nodes(two_nodes: list[NodeProcess]) -> None:
 def keys_on(job: pocketlib.Job, node: str, prefix: str, n: int) -> list[str]:
     """``n`` keys starting with ``prefix`` that the job's router places on ``node``."""
     keys = (f"{prefix}{i}" for i in range(1000))
-    return [k for k in keys if job.router.node_for(k.encode()) == node][:n]
+    return [k for k in keys if job.router.write_node(k.encode()) == node][:n]
 
 
 def test_put_many_tries_every_item_before_raising(two_nodes: list[NodeProcess]) -> None:

@@ -105,7 +105,15 @@ def demand_for(
         capacity = math.ceil(throughput / spec.node_bandwidth * spec.node_capacity)
     by_throughput = throughput / spec.node_bandwidth
     by_capacity = capacity / spec.node_capacity
-    bound = "throughput" if by_throughput >= by_capacity else "capacity"
+    # Pocket's rule (>=), except that a throughput derived from the capacity hint leaves the
+    # capacity as what sets the job's size.
+    derived = hints.capacity is not None and (
+        hints.peak_throughput is None and hints.max_concurrency is None
+    )
+    if by_throughput > by_capacity or (by_throughput == by_capacity and not derived):
+        bound = "throughput"
+    else:
+        bound = "capacity"
     return Demand(spec.name, throughput, capacity, bound, max(by_throughput, by_capacity))
 
 

@@ -1,0 +1,632 @@
+"""The controller: nodes, jobs, allocation, heartbeats and the autoscaling loop.
+
+It turns a job's hints into an allocation on the cheapest tier that serves it (see
+:mod:`pocketlib.routing.allocation`), hands the job a :class:`~pocketlib.ticket.Ticket`, and
+keeps the fleet inside its utilization band (:mod:`pocketlib.routing.autoscale`). It never
+touches data: clients route keys themselves, and the controller talks to nodes only to free a
+deregistered job's data. :mod:`pocketlib.control_server` serves it over TCP.
+
+Concurrency: one lock over the state; nothing slow (network calls, process starts) runs under
+it, so registering a job never waits for a node to start unless no running node can take any
+of the job (then only that registration waits, bounded by ``start_timeout``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .accounting import Ledger
+from .auth import job_token, node_token, verify
+from .config import FUNCTION_THROUGHPUT, MAX_JOB_BYTES, Address, JobHints, format_size
+from .errors import CapacityError, ConfigError, PocketError, TokenError, UnknownJobError
+from .provisioners import NodeSpec, Provisioner
+from .routing.allocation import (
+    DEFAULT_TIERS,
+    Demand,
+    NodeLoad,
+    Placement,
+    TierSpec,
+    choose_tier,
+    normalise,
+    pack,
+)
+from .routing.autoscale import Band, Decision, decide
+from .routing.weightmap import WeightMap
+from .ticket import DEFAULT_STRIPE_SIZE, Ticket
+
+__all__ = ["Controller"]
+
+log = logging.getLogger("pocketlib.controller")
+
+#: Deregistered job ids remembered (to tell late nodes to drop their data).
+_CLOSED_MEMORY = 10_000
+
+
+@dataclass(slots=True)
+class NodeRecord:
+    """A registered node."""
+
+    name: str
+    address: str
+    tier: str
+    capacity: int
+    bandwidth: int
+    state: str = "active"  # active | draining | dead
+    last_seen: float = 0.0
+    cpu: float = 0.0
+    net: float = 0.0
+    used: int = 0
+    job_bytes: dict[str, int] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+    #: Launched by the provisioner (so the controller may stop it).
+    provisioned: bool = False
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """A registered job."""
+
+    id: str
+    name: str
+    hints: JobHints
+    demand: Demand
+    maps: list[WeightMap]
+    #: Per node name: (throughput, capacity) allocated there.
+    alloc: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Per node still starting (provisioner handle): fraction of the job it will take.
+    pending: dict[str, float] = field(default_factory=dict)
+    lost: set[str] = field(default_factory=set)
+    stripe_size: int = DEFAULT_STRIPE_SIZE
+    created: float = field(default_factory=time.time)
+
+
+class Controller:
+    """The control plane's state and policies; thread-safe.
+
+    ``tiers`` are the node kinds the provisioner can start (and their prices); nodes of other
+    tiers that register by themselves are used too, priced from :data:`DEFAULT_TIERS`.
+    """
+
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        provisioner: Provisioner | None = None,
+        tiers: Mapping[str, TierSpec] | None = None,
+        band: Band | None = None,
+        min_nodes: Mapping[str, int] | None = None,
+        max_nodes: int = 64,
+        dead_after: float = 3.0,
+        start_timeout: float = 30.0,
+        function_throughput: int = FUNCTION_THROUGHPUT,
+        stripe_size: int = DEFAULT_STRIPE_SIZE,
+        state_path: str | None = None,
+        autoscale: bool = True,
+    ) -> None:
+        self.secret = secret or secrets.token_hex(32)
+        self.provisioner = provisioner
+        self.tiers: dict[str, TierSpec] = dict(tiers if tiers is not None else DEFAULT_TIERS)
+        self.band = band or Band()
+        self.min_nodes = dict(min_nodes or {})
+        self.max_nodes = max_nodes
+        self.dead_after = dead_after
+        self.start_timeout = start_timeout
+        self.function_throughput = function_throughput
+        self.stripe_size = stripe_size
+        self.state_path = state_path
+        self.autoscale = autoscale
+        #: The address clients reach the controller at (set by the server).
+        self.address: str | None = None
+        self.nodes: dict[str, NodeRecord] = {}
+        self.jobs: dict[str, JobRecord] = {}
+        self.closed: deque[str] = deque(maxlen=_CLOSED_MEMORY)
+        self._closed_set: set[str] = set()
+        #: Provisioner handles still starting -> (tier, when started).
+        self.starting: dict[str, tuple[str, float]] = {}
+        self.ledger = Ledger()
+        #: Autoscaling decisions, newest last.
+        self.decisions: deque[tuple[float, Decision]] = deque(maxlen=1000)
+        #: One sample per tick: what the fleet had, allocated and used (for plots).
+        self.timeline: deque[dict[str, Any]] = deque(maxlen=24 * 3600)
+        self.lock = threading.RLock()
+        self._joined = threading.Condition(self.lock)
+        self._last_tick: float | None = None
+        self._secret = self.secret.encode()
+        if state_path and os.path.exists(state_path):
+            self._load(state_path)
+
+    # -- nodes --------------------------------------------------------------------------------
+    def register_node(self, body: Mapping[str, Any], token: bytes) -> dict[str, Any]:
+        """A node joins (or rejoins after a controller restart)."""
+        name = _text(body, "name")
+        if not verify(token, node_token(self._secret, name)):
+            raise TokenError(f"node {name!r} does not hold the cluster secret")
+        address = str(Address.parse(_text(body, "address")))
+        tier = _text(body, "tier")
+        capacity, bandwidth = _positive(body, "capacity"), _positive(body, "bandwidth")
+        with self.lock:
+            record = self.nodes.get(name)
+            if record is None:
+                record = self.nodes[name] = NodeRecord(name, address, tier, capacity, bandwidth)
+            else:
+                record.address, record.tier = address, tier
+                record.capacity, record.bandwidth = capacity, bandwidth
+                if record.state == "dead":
+                    record.state = "active"
+            record.last_seen = time.monotonic()
+            if name in self.starting:
+                del self.starting[name]
+                record.provisioned = True
+            for job in self.jobs.values():
+                job.lost.discard(address)
+                if name in job.pending:
+                    self._join_job(job, record, job.pending.pop(name))
+            log.info("node %s (%s, %s, %s) registered", name, tier, address,
+                     format_size(capacity))  # fmt: skip
+            self._joined.notify_all()
+        self._save()
+        return {"ok": True}
+
+    def heartbeat(self, body: Mapping[str, Any], token: bytes) -> dict[str, Any]:
+        """A node's load; the answer asks it to register again or to drop closed jobs."""
+        name = _text(body, "name")
+        if not verify(token, node_token(self._secret, name)):
+            raise TokenError(f"node {name!r} does not hold the cluster secret")
+        with self.lock:
+            record = self.nodes.get(name)
+            if record is None:
+                return {"register": True}
+            record.last_seen = time.monotonic()
+            if record.state == "dead":
+                record.state = "active"  # it was unreachable, not gone: its data is intact
+            record.cpu = float(body.get("cpu", 0.0))
+            record.net = float(body.get("net", 0.0))
+            record.used = int(body.get("used", 0))
+            record.job_bytes = {str(k): int(v) for k, v in dict(body.get("jobs", {})).items()}
+            requests = {str(k): int(v) for k, v in dict(body.get("requests", {})).items()}
+            for job, n in requests.items():
+                before = record.requests.get(job, 0)
+                self.ledger.count_requests(job, record.tier, n - before if n >= before else n)
+            record.requests = requests
+            stale = [j for j in record.job_bytes if j in self._closed_set]
+        return {"delete_jobs": stale} if stale else {}
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def register_job(self, name: str, hints: JobHints | None = None) -> Ticket:
+        """Allocate a job; its ticket. CapacityError if the cluster cannot hold it."""
+        hints = hints or JobHints()
+        if not name or len(name.encode()) > MAX_JOB_BYTES - 16:
+            raise ConfigError(f"a job name must be 1 to {MAX_JOB_BYTES - 16} bytes")
+        job_id = f"{name}-{secrets.token_hex(6)}"
+        to_start: list[tuple[str, TierSpec]] = []
+        with self.lock:
+            spec, demand = choose_tier(
+                hints, self._tier_catalog(), function_throughput=self.function_throughput
+            )
+            placement = self._place(demand, spec)
+            job = JobRecord(job_id, name, hints, demand, [], stripe_size=self.stripe_size)
+            for node_name, fraction in placement.shares.items():
+                job.alloc[node_name] = _charge(demand, fraction)
+            for fraction in placement.new_nodes:
+                handle = self._start_node(spec)
+                job.pending[handle] = fraction
+                to_start.append((handle, spec))
+            self.jobs[job_id] = job
+            if job.alloc:
+                self._new_map(job)
+            log.info("job %s registered: %s", job_id, placement.describe())
+        if not job.alloc:
+            self._wait_for_first_node(job)
+        self._save()
+        return self.ticket(job_id)
+
+    def _place(self, demand: Demand, spec: TierSpec) -> Placement:
+        active = self._loads(demand.tier, "active")
+        room = self.max_nodes - self._fleet_size()
+        placement = pack(demand, active, spec, max_new_nodes=None)
+        if placement.new_nodes:
+            # Before starting nodes, take back draining ones: they are up and cost nothing new.
+            draining = self._loads(demand.tier, "draining")
+            if draining:
+                placement = pack(demand, active + draining, spec, max_new_nodes=None)
+                for name in placement.shares:
+                    if self.nodes[name].state == "draining":
+                        self.nodes[name].state = "active"
+                        log.info("node %s reactivated for a new job", name)
+        if placement.new_nodes and self.provisioner is None:
+            if not placement.shares:
+                raise CapacityError(
+                    f"no {demand.tier} node can hold the job and there is no provisioner "
+                    "to start one"
+                )
+            log.warning("job overcommits its nodes: no provisioner to start more")
+            return Placement(demand, placement.shares, [])
+        if len(placement.new_nodes) > room:
+            raise CapacityError(
+                f"the job needs {len(placement.new_nodes)} more {demand.tier} node(s); the "
+                f"fleet may grow by {room} (max_nodes={self.max_nodes})"
+            )
+        return placement
+
+    def _wait_for_first_node(self, job: JobRecord) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        with self.lock:
+            while not job.alloc:
+                left = deadline - time.monotonic()
+                if left <= 0 or job.id not in self.jobs:
+                    self.jobs.pop(job.id, None)
+                    raise CapacityError(
+                        f"no node for job {job.name!r} started within {self.start_timeout:.0f} s"
+                    )
+                self._joined.wait(left)
+
+    def _join_job(self, job: JobRecord, node: NodeRecord, fraction: float) -> None:
+        """A node started for ``job`` registered: give it its share (a new map version)."""
+        job.alloc[node.name] = _charge(job.demand, fraction)
+        self._new_map(job)
+
+    def _new_map(self, job: JobRecord) -> None:
+        shares = {
+            self.nodes[n].address: t / job.demand.throughput + c / job.demand.capacity
+            for n, (t, c) in job.alloc.items()
+            if n in self.nodes and self.nodes[n].state != "dead"
+        }
+        if not shares:
+            return
+        weights = normalise(shares)
+        if job.maps and dict(job.maps[-1].weights) == weights:
+            return
+        job.maps.append(WeightMap(len(job.maps) + 1, weights))
+
+    def deregister_job(self, job_id: str, token: bytes) -> dict[str, Any]:
+        """Free the job's allocation and all its data on every node."""
+        with self.lock:
+            job = self._job(job_id, token)
+            del self.jobs[job_id]
+            self.closed.append(job_id)
+            self._closed_set = set(self.closed)
+            addresses = sorted({a for m in job.maps for a in m.weights} - job.lost)
+            for handle in job.pending:
+                log.info("node %s was started for %s; the autoscaler will drain it", handle,
+                         job_id)  # fmt: skip
+        freed, unreachable = self._delete_on_nodes(job_id, job_token(self._secret, job_id),
+                                                   addresses)  # fmt: skip
+        self._save()
+        log.info("job %s deregistered: %d object(s) freed", job_id, freed)
+        return {"objects": freed, "unreachable": unreachable}
+
+    def _delete_on_nodes(
+        self, job_id: str, token: bytes, addresses: list[str]
+    ) -> tuple[int, list[str]]:
+        from .client import Client
+        from .protocol import Op
+
+        if not addresses:
+            return 0, []
+        freed, unreachable = 0, []
+        client = Client(addresses)
+        try:
+            for address in addresses:
+                try:
+                    freed += client.call(address, Op.JOB_DELETE, job_id.encode(), token)[0].size
+                except PocketError as exc:  # the node's next heartbeat is told to drop it
+                    log.warning("could not free %s on %s: %s", job_id, address, exc)
+                    unreachable.append(address)
+        finally:
+            client.close()
+        return freed, unreachable
+
+    def ticket(self, job_id: str, token: bytes | None = None) -> Ticket:
+        """The job's current ticket (``token`` is checked when given)."""
+        with self.lock:
+            job = self._job(job_id, token) if token is not None else self.jobs[job_id]
+            return Ticket(
+                job=job.id, name=job.name, token=job_token(self._secret, job.id),
+                maps=tuple(job.maps), stripe_size=job.stripe_size, lost=frozenset(job.lost),
+                controller=self.address,
+            )  # fmt: skip
+
+    def _job(self, job_id: str, token: bytes | None) -> JobRecord:
+        job = self.jobs.get(job_id)
+        if job is None:
+            why = "was deregistered" if job_id in self._closed_set else "is not registered"
+            raise UnknownJobError(f"job {job_id!r} {why}")
+        if token is not None and not verify(token, job_token(self._secret, job_id)):
+            raise TokenError(f"wrong token for job {job_id!r}")
+        return job
+
+    # -- the loop -----------------------------------------------------------------------------
+    def tick(self) -> list[Decision]:
+        """One second of the control loop: dead nodes, accounting, autoscaling."""
+        now = time.monotonic()
+        to_stop: list[str] = []
+        with self.lock:
+            elapsed = 0.0 if self._last_tick is None else now - self._last_tick
+            self._last_tick = now
+            self._find_dead(now)
+            self._expire_starting(now)
+            self._account(elapsed)
+            decisions: list[Decision] = []
+            if self.autoscale:
+                decisions = self._autoscale()
+                for d in decisions:
+                    self.decisions.append((time.time(), d))
+                    log.info("autoscale: %s %s", d, _figures(d.figures))
+                    if d.action == "add":
+                        self._start_node(self.tiers[d.tier])
+                    elif d.action == "drain" and d.node:
+                        self.nodes[d.node].state = "draining"
+                    elif d.action == "stop" and d.node:
+                        self.nodes.pop(d.node)
+                        to_stop.append(d.node)
+        for name in to_stop:
+            if self.provisioner is not None:
+                self.provisioner.stop_node(name)
+        return decisions
+
+    def _find_dead(self, now: float) -> None:
+        for node in self.nodes.values():
+            if node.state != "dead" and now - node.last_seen > self.dead_after:
+                node.state = "dead"
+                log.warning("node %s (%s) missed its heartbeats: dead", node.name, node.address)
+                self._replace(node)
+
+    def _replace(self, dead: NodeRecord) -> None:
+        """Jobs with weight on a dead node: a map without it, and capacity in its place."""
+        for job in self.jobs.values():
+            lost = job.alloc.pop(dead.name, None)
+            if lost is None:
+                continue
+            job.lost.add(dead.address)
+            fraction = lost[0] / job.demand.throughput
+            spec = self._spec(job.demand.tier)
+            part = Demand(job.demand.tier, lost[0], lost[1], job.demand.bound, 0.0)
+            placement = pack(part, self._loads(part.tier, "active"), spec)
+            for name, share in placement.shares.items():
+                t, c = job.alloc.get(name, (0, 0))
+                dt, dc = _charge(part, share)
+                job.alloc[name] = (t + dt, c + dc)
+            if (
+                placement.new_nodes
+                and self.provisioner is not None
+                and (self._fleet_size() < self.max_nodes)
+            ):
+                job.pending[self._start_node(spec)] = fraction * sum(placement.new_nodes)
+            self._new_map(job)
+
+    def _expire_starting(self, now: float) -> None:
+        for handle, (tier, started) in list(self.starting.items()):
+            if now - started > self.start_timeout:
+                log.warning("node %s (%s) never registered; giving up on it", handle, tier)
+                del self.starting[handle]
+                for job in self.jobs.values():
+                    job.pending.pop(handle, None)
+                if self.provisioner is not None:
+                    self.provisioner.stop_node(handle)
+
+    def _account(self, elapsed: float) -> None:
+        per_tier: dict[str, int] = {}
+        for node in self.nodes.values():
+            if node.state != "dead":
+                per_tier[node.tier] = per_tier.get(node.tier, 0) + 1
+        if elapsed > 0:
+            self.ledger.run_fleet(per_tier, elapsed)
+            for job in self.jobs.values():
+                throughput = sum(t for t, _ in job.alloc.values())
+                capacity = sum(c for _, c in job.alloc.values())
+                used = sum(n.job_bytes.get(job.id, 0) for n in self.nodes.values())
+                self.ledger.charge(job.id, job.demand.tier, elapsed, capacity, throughput, used)
+        live = [n for n in self.nodes.values() if n.state != "dead"]
+        self.timeline.append({
+            "t": time.time(),
+            "nodes": per_tier,
+            "starting": len(self.starting),
+            "alloc_throughput": sum(t for j in self.jobs.values() for t, _ in j.alloc.values()),
+            "alloc_capacity": sum(c for j in self.jobs.values() for _, c in j.alloc.values()),
+            "net": sum(n.net for n in live),
+            "used": sum(n.used for n in live),
+            "bandwidth": sum(n.bandwidth for n in live),
+            "capacity": sum(n.capacity for n in live),
+            "jobs": len(self.jobs),
+        })  # fmt: skip
+
+    def _autoscale(self) -> list[Decision]:
+        tiers = {n.tier for n in self.nodes.values()} | set(self.min_nodes)
+        active = {t: self._loads(t, "active") for t in tiers}
+        draining = {t: self._loads(t, "draining") for t in tiers}
+        starting: dict[str, int] = {}
+        for tier, _ in self.starting.values():
+            starting[tier] = starting.get(tier, 0) + 1
+        decisions = decide(active, draining, starting, band=self.band,
+                           min_nodes=self.min_nodes, max_nodes=self.max_nodes)  # fmt: skip
+        # Only provisioned nodes can be stopped; others stay drained until stopped by hand.
+        return [
+            d for d in decisions
+            if d.action != "stop" or (d.node is not None and self.nodes[d.node].provisioned)
+            if d.action != "add" or (self.provisioner is not None and d.tier in self.tiers)
+        ]  # fmt: skip
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _start_node(self, spec: TierSpec) -> str:
+        assert self.provisioner is not None
+        assert self.address is not None, "the controller must be served before it starts nodes"
+        handle = self.provisioner.start_node(
+            NodeSpec(spec.name, spec.node_capacity, spec.node_bandwidth),
+            Address.parse(self.address), self.secret,
+        )  # fmt: skip
+        self.starting[handle] = (spec.name, time.monotonic())
+        log.info("starting %s node %s", spec.name, handle)
+        return handle
+
+    def _tier_catalog(self) -> dict[str, TierSpec]:
+        catalog = dict(self.tiers) if self.provisioner is not None else {}
+        for node in self.nodes.values():
+            if node.state == "active" and node.tier not in catalog:
+                catalog[node.tier] = self._spec(node.tier)
+        return catalog
+
+    def _spec(self, tier: str) -> TierSpec:
+        """The tier's spec: configured, else from its nodes, priced from the defaults."""
+        if tier in self.tiers:
+            return self.tiers[tier]
+        nodes = [n for n in self.nodes.values() if n.tier == tier]
+        price = DEFAULT_TIERS[tier].price_per_hour if tier in DEFAULT_TIERS else 0.0
+        if not nodes:
+            return DEFAULT_TIERS.get(tier) or TierSpec(tier, 1 << 30, 1 << 30, price)
+        return TierSpec(tier, max(n.capacity for n in nodes), max(n.bandwidth for n in nodes),
+                        price)  # fmt: skip
+
+    def _loads(self, tier: str, state: str) -> list[NodeLoad]:
+        loads = []
+        for node in self.nodes.values():
+            if node.tier != tier or node.state != state:
+                continue
+            load = NodeLoad(node.name, tier, node.capacity, node.bandwidth, cpu=node.cpu,
+                            net=node.net, used=node.used)  # fmt: skip
+            for job in self.jobs.values():
+                t, c = job.alloc.get(node.name, (0, 0))
+                load.alloc_throughput += t
+                load.alloc_capacity += c
+                if node.name in job.alloc or any(node.address in m.weights for m in job.maps):
+                    load.jobs += 1
+            loads.append(load)
+        return loads
+
+    def _fleet_size(self) -> int:
+        return sum(1 for n in self.nodes.values() if n.state != "dead") + len(self.starting)
+
+    # -- status and state ---------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """Nodes, jobs, recent decisions, usage and cost (``pocket status``)."""
+        with self.lock:
+            loads = {ld.name: ld for t in {n.tier for n in self.nodes.values()}
+                     for s in ("active", "draining") for ld in self._loads(t, s)}  # fmt: skip
+            nodes = [
+                {
+                    "name": n.name, "address": n.address, "tier": n.tier, "state": n.state,
+                    "capacity": n.capacity, "bandwidth": n.bandwidth, "cpu": n.cpu,
+                    "net": n.net, "used": n.used,
+                    "alloc_capacity": loads[n.name].alloc_capacity if n.name in loads else 0,
+                    "alloc_throughput": loads[n.name].alloc_throughput if n.name in loads else 0,
+                    "jobs": loads[n.name].jobs if n.name in loads else 0,
+                }
+                for n in sorted(self.nodes.values(), key=lambda n: n.name)
+            ]  # fmt: skip
+            jobs = [
+                {
+                    "id": j.id, "name": j.name, "tier": j.demand.tier, "bound": j.demand.bound,
+                    "throughput": j.demand.throughput, "capacity": j.demand.capacity,
+                    "nodes": len(j.alloc), "pending": len(j.pending),
+                    "version": j.maps[-1].version if j.maps else 0, "created": j.created,
+                    "used": sum(n.job_bytes.get(j.id, 0) for n in self.nodes.values()),
+                }
+                for j in self.jobs.values()
+            ]  # fmt: skip
+            decisions = [{"t": t, "decision": str(d), "figures": d.figures}
+                         for t, d in list(self.decisions)[-20:]]  # fmt: skip
+            starting = sorted(self.starting)
+        return {
+            "address": self.address, "nodes": nodes, "starting": starting, "jobs": jobs,
+            "decisions": decisions, "usage": self.ledger.report(self._all_specs()),
+            "band": [self.band.low, self.band.high],
+        }  # fmt: skip
+
+    def _all_specs(self) -> dict[str, TierSpec]:
+        specs = dict(DEFAULT_TIERS)
+        specs.update(self.tiers)
+        return specs
+
+    def _save(self) -> None:
+        """Write jobs, the secret and usage to the state file (atomically), if there is one."""
+        if not self.state_path:
+            return
+        with self.lock:
+            state = {
+                "secret": self.secret,
+                "jobs": [_job_state(j) for j in self.jobs.values()],
+                "nodes": [
+                    [n.name, n.address, n.tier, n.capacity, n.bandwidth, n.provisioned]
+                    for n in self.nodes.values()
+                    if n.state != "dead"
+                ],
+                "closed": list(self.closed),
+                "ledger": self.ledger.as_dict(),
+            }
+        tmp = f"{self.state_path}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the secret
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, self.state_path)
+
+    def _load(self, path: str) -> None:
+        with open(path) as f:
+            state = json.load(f)
+        self.secret = state["secret"]
+        self._secret = self.secret.encode()
+        for data in state.get("jobs", []):
+            job = _job_from_state(data)
+            self.jobs[job.id] = job
+        self.closed.extend(state.get("closed", []))
+        self._closed_set = set(self.closed)
+        self.ledger = Ledger.from_dict(state.get("ledger", {}))
+        # Nodes come back as they were, and as alive as a node that just sent a heartbeat:
+        # those that do not send one within dead_after are found dead like any other.
+        now = time.monotonic()
+        for name, address, tier, capacity, bandwidth, provisioned in state.get("nodes", []):
+            self.nodes[name] = NodeRecord(name, address, tier, capacity, bandwidth,
+                                          last_seen=now, provisioned=provisioned)  # fmt: skip
+        log.info("state loaded from %s: %d job(s)", path, len(self.jobs))
+
+
+def _charge(demand: Demand, fraction: float) -> tuple[int, int]:
+    return math.ceil(demand.throughput * fraction), math.ceil(demand.capacity * fraction)
+
+
+def _text(body: Mapping[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name!r} must be a non-empty string")
+    return value
+
+
+def _positive(body: Mapping[str, Any], name: str) -> int:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name!r} must be a positive int")
+    return value
+
+
+def _figures(figures: Mapping[str, float]) -> str:
+    return " ".join(f"{k}={v:.2f}" for k, v in figures.items())
+
+
+def _job_state(job: JobRecord) -> dict[str, Any]:
+    d = job.demand
+    return {
+        "id": job.id, "name": job.name, "hints": job.hints.as_dict(),
+        "demand": [d.tier, d.throughput, d.capacity, d.bound, d.nodes],
+        "maps": [m.as_dict() for m in job.maps], "alloc": job.alloc,
+        "lost": sorted(job.lost), "stripe_size": job.stripe_size, "created": job.created,
+    }  # fmt: skip
+
+
+def _job_from_state(data: Mapping[str, Any]) -> JobRecord:
+    tier, throughput, capacity, bound, nodes = data["demand"]
+    return JobRecord(
+        id=data["id"], name=data["name"], hints=JobHints.from_dict(data["hints"]),
+        demand=Demand(tier, throughput, capacity, bound, nodes),
+        maps=[WeightMap.from_dict(m) for m in data["maps"]],
+        alloc={k: (int(v[0]), int(v[1])) for k, v in data["alloc"].items()},
+        lost=set(data.get("lost", ())), stripe_size=int(data["stripe_size"]),
+        created=float(data["created"]),
+    )  # fmt: skip

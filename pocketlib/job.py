@@ -1,0 +1,526 @@
+"""A job's view of the store: put, get and the rest, routed by the job's weight maps.
+
+Writes route by the newest weight map; reads look at the newest version's node first and at
+older versions' nodes on a miss, so a key written before the job's placement changed is still
+found. Every value is checked against the checksum its writer computed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import lz4.block
+
+from . import shared
+from .batch import BATCH_BYTES, pipeline
+from .connection import Connection
+from .errors import (
+    ChecksumError,
+    NodeLostError,
+    NotFoundError,
+    PocketError,
+    RequestError,
+    error_for_status,
+)
+from .protocol import (
+    STAT_BODY,
+    Buffer,
+    Entry,
+    Flag,
+    Op,
+    ResponseHeader,
+    checksum,
+    decode_keys,
+    validate_key,
+    validate_prefix,
+)
+from .routing.weightmap import VersionedRouter
+from .streams import ObjectReader, ObjectWriter
+from .ticket import Ticket
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .shared import SharedBuffer
+
+__all__ = ["Job", "ObjectInfo"]
+
+T = TypeVar("T")
+
+_GET, _PUT, _SHM_GET = int(Op.GET), int(Op.PUT), int(Op.SHM_GET)
+_LZ4, _DELETE_AFTER_READ = Flag.LZ4, Flag.DELETE_AFTER_READ
+_read_value = Connection.read_value
+
+#: Values from this size are written through shared memory when the node is on this host.
+_SHARED_PUT_MIN = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What :meth:`Job.stat` reports about an object."""
+
+    key: str
+    #: Stored size in bytes (compressed size if ``compressed``).
+    size: int
+    checksum: int
+    version: int
+    compressed: bool
+    created: float
+    #: Expiry time (seconds since the epoch), or None.
+    expires: float | None
+
+
+class Job:
+    """A job's view of the store: every operation is scoped to the job's namespace."""
+
+    def __init__(
+        self, client: Client, ticket: Ticket, tokens: Mapping[str, bytes] | None = None
+    ) -> None:
+        self.client = client
+        self._owns_client = False
+        self._readers: dict[str, Callable[[Connection, ResponseHeader], bytes]] = {}
+        self._use(ticket, tokens)
+
+    def _use(self, ticket: Ticket, tokens: Mapping[str, bytes] | None = None) -> None:
+        """Route by ``ticket`` from now on (at construction and on refresh)."""
+        self.ticket = ticket
+        #: The job's name (its id on the nodes is ``ticket.job``).
+        self.name = ticket.name
+        self._job = ticket.job.encode()
+        self.router = VersionedRouter(ticket.maps)
+        self._tokens = dict(tokens) if tokens else dict.fromkeys(ticket.nodes, ticket.token)
+        self._lost = ticket.lost
+        self._single = len(ticket.maps) == 1
+        self._node_for = ticket.maps[-1].router.node_for
+        self._live_nodes = [n for n in self.router.nodes if n not in self._lost]
+
+    def refresh(self) -> bool:
+        """Fetch the job's current ticket from the controller; whether it changed."""
+        ticket = self.client.ticket(self.ticket)
+        changed = ticket.as_dict() != self.ticket.as_dict()
+        if changed:
+            self._use(ticket)
+        return changed
+
+    def deregister(self) -> dict[str, Any]:
+        """Free the job's allocation and all its data on every node (controller jobs)."""
+        return self.client.deregister_job(self)
+
+    # -- routing ------------------------------------------------------------------------------
+    def _route(self, key: str) -> tuple[str, bytes]:
+        raw = validate_key(key)
+        return self._node_for(raw), raw
+
+    def _read(self, key: str, fn: Callable[[str, bytes], T]) -> T:
+        """``fn(node, raw_key)`` on the node holding ``key``: with several weight-map
+        versions, the newest version's node first, then each older one's on a miss."""
+        raw = validate_key(key)
+        if self._single:
+            return fn(self._node_for(raw), raw)
+        missing: PocketError | None = None
+        for node in self.router.read_nodes(raw):
+            if node in self._lost:
+                missing = NodeLostError(
+                    f"{key!r} may have been on {node}, which was lost with its data"
+                )
+                continue
+            try:
+                return fn(node, raw)
+            except NotFoundError as exc:
+                missing = missing or exc
+        assert missing is not None
+        raise missing
+
+    def _call(self, node: str, op: int, key: bytes = b"", **kw: Any) -> tuple[ResponseHeader, Any]:
+        return self.client.call(node, op, self._job, self._tokens[node], key, **kw)
+
+    # -- single objects -----------------------------------------------------------------------
+    def put(
+        self,
+        key: str,
+        data: Buffer,
+        *,
+        ttl: float | None = None,
+        compress: bool = False,
+        persist: bool = False,
+    ) -> None:
+        """Store ``data`` under ``key``, replacing any previous value.
+
+        ``ttl`` (seconds) makes the node delete the object after that long; ``compress``
+        stores it lz4-compressed (the reader decompresses transparently); ``persist`` also
+        writes it through to the node's persist tier (S3), so it outlives :meth:`purge`.
+        """
+        node, raw = self._route(key)
+        view, flags = _prepare_value(data, compress)
+        if persist:
+            flags |= Flag.PERSIST
+        if len(view) >= _SHARED_PUT_MIN:
+            arena = self.client.arena(node)
+            if arena is not None:
+                value = memoryview(view).cast("B")
+                shared.put(
+                    self.client, arena, node, self._prefix(node), raw, value, flags,
+                    _ttl_ms(ttl) if ttl is not None else 0, checksum(value),
+                )  # fmt: skip
+                return
+        self.client.call(
+            node, _PUT, self._job, self._tokens[node], raw, body=(view,), flags=flags,
+            ttl_ms=_ttl_ms(ttl) if ttl is not None else 0, value_checksum=checksum(view),
+        )  # fmt: skip
+
+    def get(self, key: str, *, delete_after_read: bool = False) -> bytes:
+        """The value of ``key``; NotFoundError if absent.
+
+        With ``delete_after_read`` the node frees the object in the same request.
+        """
+        if not self._single:
+            if delete_after_read:  # an older copy must not resurface after this read
+                return self._read(key, self._take_newest)
+            return self._read(key, lambda n, r: self._get_at(n, r, False))
+        raw = validate_key(key)
+        return self._get_at(self._node_for(raw), raw, delete_after_read)
+
+    def _take_newest(self, node: str, raw: bytes) -> bytes:
+        value = self._get_at(node, raw, True)
+        nodes = self.router.read_nodes(raw)
+        self._delete_older(raw, [n for n in nodes[nodes.index(node) + 1 :] if n not in self._lost])
+        return value
+
+    def _get_at(self, node: str, raw: bytes, delete_after_read: bool) -> bytes:
+        flags = _DELETE_AFTER_READ if delete_after_read else 0
+        reader = self._readers.get(node)
+        if reader is None:
+            reader = self._readers[node] = self._reader_for(node)
+        h, data = self.client.call(
+            node, _SHM_GET if reader is not _read_value else _GET, self._job, self._tokens[node],
+            raw, read=reader, flags=flags,
+        )  # fmt: skip
+        return _decompress(data) if h.flags & _LZ4 else data
+
+    def _reader_for(self, node: str) -> Callable[[Connection, ResponseHeader], bytes]:
+        """How GET answers from ``node`` are read: through its arena when it is mapped here."""
+        arena = self.client.arena(node)
+        if arena is None:
+            return _read_value
+        return shared.BytesReader(self.client, arena, self._job, self._tokens[node])
+
+    def get_into(self, key: str, buffer: Buffer, *, delete_after_read: bool = False) -> int:
+        """Read the value of ``key`` into ``buffer`` (no allocation); returns its length.
+
+        RequestError if the buffer is too small (the object is left as it was, unless
+        ``delete_after_read``).
+        """
+        return self._read(key, lambda n, r: self._get_into_at(n, r, key, buffer,
+                                                              delete_after_read))  # fmt: skip
+
+    def _get_into_at(
+        self, node: str, raw: bytes, key: str, buffer: Buffer, delete_after_read: bool
+    ) -> int:
+        target = memoryview(buffer).cast("B")
+        if target.readonly:
+            raise RequestError("get_into needs a writable buffer")
+        flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
+        arena = self.client.arena(node)
+        if arena is not None:
+            h, got = shared.get(self.client, arena, node, self._prefix(node), raw, flags, target)
+            if isinstance(got, int):
+                return got
+            value = _decompress(got) if h.flags & Flag.LZ4 else got
+            if len(value) > len(target):
+                raise _too_small(key, len(value), len(target))
+            target[: len(value)] = value
+            return len(value)
+
+        def read(conn: Connection, h: ResponseHeader) -> int:
+            if h.flags & Flag.LZ4:
+                value = _decompress(conn.read_value(h))
+                if len(value) > len(target):
+                    raise _too_small(key, len(value), len(target))
+                target[: len(value)] = value
+                return len(value)
+            if h.length > len(target):
+                conn.drain(h.length)
+                raise _too_small(key, h.length, len(target))
+            conn.read_into(target[: h.length])
+            if checksum(target[: h.length]) != h.checksum:
+                raise ChecksumError(f"checksum mismatch reading {key!r}")
+            return h.length
+
+        return int(self._call(node, Op.GET, raw, flags=flags, read=read)[1])
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the value, clamped to its end like a slice."""
+        if start < 0 or end < start:
+            raise RequestError(f"bad range [{start}, {end})")
+        return self._read(key, lambda n, r: self._get_range_at(n, r, key, start, end))
+
+    def _get_range_at(self, node: str, raw: bytes, key: str, start: int, end: int) -> bytes:
+        h, data = self._call(
+            node, Op.GET, raw, flags=Flag.RANGE, offset=start, length=end - start,
+            read=Connection.read_value,
+        )  # fmt: skip
+        if h.flags & Flag.LZ4:  # ranges of compressed objects: decompress the whole value
+            return self.get(key)[start:end]
+        return bytes(data)
+
+    def get_buffer(self, key: str, *, delete_after_read: bool = False) -> SharedBuffer:
+        """A read-only buffer over the value, without a copy when the node is on this host.
+
+        Use it as a context manager or call ``release()``: until then the node keeps the
+        value's space, so the bytes stay those of the value read, even if the key is deleted
+        or overwritten meanwhile (with ``delete_after_read`` the key is deleted at once and
+        the space freed on release). From a remote node (or a compressed value) the buffer
+        holds a copy.
+        """
+        return self._read(key, lambda n, r: self._get_buffer_at(n, r, key, delete_after_read))
+
+    def _get_buffer_at(
+        self, node: str, raw: bytes, key: str, delete_after_read: bool
+    ) -> SharedBuffer:
+        from .shared import SharedBuffer
+
+        arena = self.client.arena(node)
+        if arena is None:
+            return SharedBuffer(memoryview(self._get_at(node, raw, delete_after_read)))
+        flags = _DELETE_AFTER_READ if delete_after_read else 0
+        buf, flags = shared.buffer(self.client, arena, node, self._prefix(node), raw, flags)
+        if flags & Flag.LZ4:
+            with buf:
+                return SharedBuffer(memoryview(_decompress(buf.view)))
+        return buf
+
+    def _prefix(self, node: str) -> tuple[bytes, bytes]:
+        return self._job, self._tokens[node]
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size, checksum, version and lifetime of ``key``; NotFoundError if absent."""
+        h, body = self._read(key, lambda n, r: self._call(n, Op.STAT, r))
+        created, expires = STAT_BODY.unpack(body)
+        return ObjectInfo(
+            key, h.size, h.checksum, h.version, bool(h.flags & Flag.LZ4), created, expires or None
+        )
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` is stored."""
+        raw = validate_key(key)
+        nodes = [self._node_for(raw)] if self._single else self.router.read_nodes(raw)
+        return any(self._call(n, Op.EXISTS, raw)[0].size for n in nodes if n not in self._lost)
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; returns whether it existed (a missing key is not an error)."""
+        raw = validate_key(key)
+        nodes = [self._node_for(raw)] if self._single else self.router.read_nodes(raw)
+        # Every version's copy goes, or an older one would resurface.
+        found = [self._call(n, Op.DELETE, raw)[0].size for n in nodes if n not in self._lost]
+        return any(found)
+
+    # -- many objects -------------------------------------------------------------------------
+    def list(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[str]:
+        """Keys starting with ``prefix``, in sorted order, fetched a page at a time."""
+        raw_prefix = validate_prefix(prefix)
+        streams = [self._list_node(node, raw_prefix, page_size) for node in self._live_nodes]
+        return heapq.merge(*streams)
+
+    def _list_node(self, node: str, prefix: bytes, page_size: int) -> Iterator[str]:
+        cursor = b""
+        while True:
+            h, body = self._call(node, Op.LIST, prefix, body=[cursor], arg=page_size)
+            keys = decode_keys(body)
+            yield from (k.decode() for k in keys)
+            if not (h.flags & Flag.MORE) or not keys:
+                return
+            cursor = keys[-1]
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key starting with ``prefix``; returns how many were deleted."""
+        raw = validate_prefix(prefix)
+        return sum(self._call(node, Op.DELETE_PREFIX, raw)[0].size for node in self._live_nodes)
+
+    def put_many(
+        self,
+        items: Mapping[str, Buffer],
+        *,
+        ttl: float | None = None,
+        compress: bool = False,
+        persist: bool = False,
+    ) -> None:
+        """Store many values, batched per node and pipelined (options as for :meth:`put`).
+
+        Raises the first error after trying every item; items that succeeded stay stored.
+        """
+        ttl_ms = _ttl_ms(ttl) if ttl is not None else 0
+        per_node: dict[str, list[Entry]] = defaultdict(list)
+        large: list[tuple[str, Entry]] = []
+        for key, data in items.items():
+            node, raw = self._route(key)
+            view, flags = _prepare_value(data, compress)
+            entry = Entry(raw, view, 0, flags | (Flag.PERSIST if persist else 0), checksum(view))
+            if len(view) > BATCH_BYTES:  # a value larger than a batch travels alone
+                large.append((node, entry))
+            else:
+                per_node[node].append(entry)
+        first_error: PocketError | None = None
+        for node, entries in per_node.items():
+            try:
+                for result in pipeline(
+                    self.client.pools[node],
+                    Op.MULTI_PUT,
+                    self._job,
+                    self._tokens[node],
+                    entries,
+                    ttl_ms=ttl_ms,
+                ):
+                    if result.status and first_error is None:
+                        first_error = error_for_status(result.status, bytes(result.value).decode())
+            except PocketError as exc:  # this node failed; the others still get their items
+                first_error = first_error or exc
+        for node, e in large:
+            try:
+                self.client.call(
+                    node, _PUT, self._job, self._tokens[node], e.key, body=(e.value,),
+                    flags=e.flags, ttl_ms=ttl_ms, value_checksum=e.checksum,
+                )  # fmt: skip
+            except PocketError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    def get_many(self, keys: Iterable[str], *, delete_after_read: bool = False) -> dict[str, bytes]:
+        """Values of the keys that exist (missing keys are left out), batched and pipelined."""
+        # Round r asks each key's r-th candidate node (newest weight map first); a job with
+        # one weight-map version has one round.
+        candidates: dict[bytes, list[str]] = {}
+        for key in keys:
+            raw = validate_key(key)
+            if self._single:
+                candidates[raw] = [self._node_for(raw)]
+            else:
+                candidates[raw] = [n for n in self.router.read_nodes(raw) if n not in self._lost]
+        flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
+        out: dict[str, bytes] = {}
+        round_ = 0
+        while candidates:
+            per_node: dict[str, list[Entry]] = defaultdict(list)
+            for raw, nodes in candidates.items():
+                if round_ < len(nodes):
+                    per_node[nodes[round_]].append(Entry(raw, b""))
+            if not per_node:
+                break
+            for node, entries in per_node.items():
+                for e in pipeline(
+                    self.client.pools[node], Op.MULTI_GET, self._job, self._tokens[node],
+                    entries, flags=flags,
+                ):  # fmt: skip
+                    if e.status:
+                        if e.status == NotFoundError.status:  # missing keys are left out
+                            continue
+                        raise error_for_status(e.status, bytes(e.value).decode())
+                    key = e.key.decode()
+                    if checksum(e.value) != e.checksum:
+                        raise ChecksumError(f"checksum mismatch reading {key!r}")
+                    out[key] = _decompress(e.value) if e.flags & Flag.LZ4 else bytes(e.value)
+                    if delete_after_read and len(candidates[e.key]) > round_ + 1:
+                        self._delete_older(e.key, candidates[e.key][round_ + 1 :])
+                    del candidates[e.key]
+            round_ += 1
+        return out
+
+    def _delete_older(self, raw: bytes, nodes: Iterable[str]) -> None:
+        """Delete copies of a key that older weight-map versions placed elsewhere."""
+        for node in nodes:
+            self._call(node, Op.DELETE, raw)
+
+    # -- streams ------------------------------------------------------------------------------
+    def writer(
+        self, key: str, *, ttl: float | None = None, chunk_size: int = 4 * 1024 * 1024
+    ) -> ObjectWriter:
+        """A file-like writer for a value too large to hold in memory.
+
+        The value becomes visible when the writer is closed; if it is abandoned (an exception
+        inside ``with``), nothing is stored.
+        """
+        node, raw = self._route(key)
+        return ObjectWriter(
+            self.client.pools[node], self._job, self._tokens[node], raw, ttl_ms=_ttl_ms(ttl),
+            chunk_size=chunk_size,
+        )  # fmt: skip
+
+    def reader(self, key: str, *, chunk_size: int = 4 * 1024 * 1024) -> ObjectReader:
+        """A file-like reader fetching the value in ranges of ``chunk_size``.
+
+        The whole value's checksum is verified when the last byte is read; ConflictError if the
+        key is overwritten or deleted while it is being read.
+        """
+        info = self.stat(key)
+        if info.compressed:
+            raise RequestError(f"{key!r} is compressed: read it with get()")
+        raw = validate_key(key)
+        node = self._read(
+            key, lambda n, r: n if self._call(n, Op.EXISTS, r)[0].size else _missing(key)
+        )
+        return ObjectReader(self.client, node, self._job, self._tokens[node], raw, info.size,
+                            info.version, info.checksum, chunk_size)  # fmt: skip
+
+    # -- the job as a whole -------------------------------------------------------------------
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Each node's stats (see :meth:`Client.node_stats`)."""
+        return self.client.node_stats(self._live_nodes)
+
+    def purge(self) -> int:
+        """Delete every object of this job on every node and close the job there."""
+        total = 0
+        for node in self._live_nodes:
+            total += self._call(node, Op.JOB_DELETE)[0].size
+        return total
+
+    def close(self) -> None:
+        """Close connections (the job's data stays stored until purged)."""
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Job {self.ticket.job!r} on {len(self._live_nodes)} node(s)>"
+
+
+def _prepare_value(data: Buffer, compress: bool) -> tuple[Buffer, int]:
+    if compress:
+        return lz4.block.compress(data, store_size=True), Flag.LZ4
+    if type(data) is bytes:  # the common case needs no view
+        return data, 0
+    view = memoryview(data)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return view, 0
+
+
+def _decompress(data: Buffer) -> bytes:
+    try:
+        out: bytes = lz4.block.decompress(data)
+    except Exception as exc:  # lz4 raises a bare LZ4BlockError
+        raise ChecksumError(f"compressed value does not decompress: {exc}") from exc
+    return out
+
+
+def _ttl_ms(ttl: float | None) -> int:
+    if ttl is None:
+        return 0
+    if ttl <= 0:
+        raise RequestError("ttl must be positive seconds")
+    return max(1, round(ttl * 1000))
+
+
+def _too_small(key: str, need: int, have: int) -> PocketError:
+    return RequestError(f"{key!r} is {need} bytes; the buffer holds {have}")
+
+
+def _missing(key: str) -> NoReturn:
+    raise NotFoundError(f"no object {key!r}")

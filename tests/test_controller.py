@@ -1,0 +1,289 @@
+"""The control plane end to end: a LocalCluster (controller + node processes), real sockets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import pocketlib
+from pocketlib import JobHints, LocalCluster
+from pocketlib.errors import (
+    AccessError,
+    CapacityError,
+    ConfigError,
+    NodeLostError,
+    NotFoundError,
+    PocketTimeoutError,
+    RequestError,
+    TokenError,
+    UnknownJobError,
+)
+from pocketlib.protocol import Op
+
+MiB = 1024 * 1024
+
+
+def wait_until(what: Callable[[], object], timeout: float = 20.0, step: float = 0.05) -> None:
+    """Poll ``what`` until it is true (the controller acts on its own clock)."""
+    deadline = time.monotonic() + timeout
+    while not what():
+        if time.monotonic() > deadline:
+            raise PocketTimeoutError("condition not reached in time")
+        time.sleep(step)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    """Two DRAM nodes of 64 MiB; no autoscaling, so tests see the placement they asked for."""
+    with LocalCluster(node_capacity="64MiB", autoscale=False, tick=0.2) as c:
+        yield c
+
+
+@pytest.fixture
+def client(cluster: LocalCluster) -> Iterator[pocketlib.Client]:
+    with cluster.client() as c:
+        yield c
+
+
+def test_register_put_get_deregister(cluster: LocalCluster, client: pocketlib.Client) -> None:
+    job = client.register_job("roundtrip", JobHints(capacity="8MiB"))
+    assert job.ticket.job.startswith("roundtrip-")
+    assert job.ticket.controller == cluster.address
+    job.put("k", b"value")
+    assert job.get("k") == b"value"
+    node = job.router.write_node(b"k")
+    freed = job.deregister()
+    assert freed["objects"] == 1
+    stats = client.node_stats([node])[node]
+    assert job.ticket.job not in stats["tier"]["used_by_job"]
+    with pytest.raises(UnknownJobError, match="deregistered"):
+        job.get("k")  # the node remembers the job is gone: the token is refused for good
+    with pytest.raises(UnknownJobError):
+        job.deregister()
+
+
+def test_ticket_needs_no_controller(cluster: LocalCluster, client: pocketlib.Client) -> None:
+    """A function attaches with the ticket alone; here in another process, with the
+    controller unreachable for it (a wrong controller address in the ticket)."""
+    job = client.register_job("attach", JobHints(capacity="4MiB"))
+    job.put("input", b"from the driver")
+    data = job.ticket.as_dict()
+    data["controller"] = "127.0.0.1:9"  # nothing listens there
+    code = (
+        "import sys, pocketlib\n"
+        "job = pocketlib.attach(sys.argv[1])\n"
+        "job.put('output', job.get('input') + b' and the function')\n"
+    )
+    subprocess.run([sys.executable, "-c", code, json.dumps(data)], check=True, timeout=60)
+    assert job.get("output") == b"from the driver and the function"
+    job.deregister()
+
+
+def test_a_job_spans_nodes_when_one_cannot_hold_it(client: pocketlib.Client) -> None:
+    job = client.register_job("wide", JobHints(capacity="100MiB"))  # 64 MiB nodes
+    weights = job.ticket.maps[-1].weights
+    assert len(weights) == 2
+    assert sum(weights.values()) == pytest.approx(1.0)
+    keys = [f"k{i}" for i in range(200)]
+    job.put_many({k: b"v" for k in keys})
+    assert {job.router.write_node(k.encode()) for k in keys} == set(weights)
+    assert sorted(job.list()) == sorted(keys)
+    job.deregister()
+
+
+def test_impossible_hints_are_refused(client: pocketlib.Client) -> None:
+    with pytest.raises(CapacityError, match="node"):
+        client.register_job("huge", JobHints(capacity="1TB"))  # beyond max_nodes of 64 MiB
+    for bad in ({"capacity": -5}, {"peak_throughput": "fast"}, {"max_concurrency": 0},
+                {"nonsense": 1}):  # fmt: skip
+        with pytest.raises(ConfigError):
+            client.control(Op.JOB_REGISTER, {"name": "bad", "hints": bad})
+    with pytest.raises(RequestError):
+        client.control(Op.JOB_REGISTER, {"hints": {}})  # no name
+    with pytest.raises(ConfigError):
+        client.register_job("", JobHints())
+    # Nothing was half-registered by the refusals.
+    assert not [j for j in client.status()["jobs"] if j["name"] in ("huge", "bad")]
+
+
+def test_latency_insensitive_job_without_other_tiers_still_lands_on_dram(
+    client: pocketlib.Client,
+) -> None:
+    job = client.register_job("batch", JobHints(latency_sensitive=False, capacity="1MiB"))
+    (entry,) = [j for j in client.status()["jobs"] if j["id"] == job.ticket.job]
+    assert entry["tier"] == "dram"  # the only tier this cluster runs
+    job.deregister()
+
+
+ALL_OPS: list[tuple[str, Callable[[pocketlib.Job], object]]] = [
+    ("put", lambda j: j.put("secret", b"overwritten")),
+    ("get", lambda j: j.get("secret")),
+    ("get_into", lambda j: j.get_into("secret", bytearray(64))),
+    ("get_range", lambda j: j.get_range("secret", 0, 2)),
+    ("get_buffer", lambda j: j.get_buffer("secret")),
+    ("stat", lambda j: j.stat("secret")),
+    ("exists", lambda j: j.exists("secret")),
+    ("delete", lambda j: j.delete("secret")),
+    ("list", lambda j: list(j.list())),
+    ("delete_prefix", lambda j: j.delete_prefix("")),
+    ("put_many", lambda j: j.put_many({"secret": b"x"})),
+    ("get_many", lambda j: j.get_many(["secret"])),
+    ("writer", lambda j: j.writer("secret").close()),
+    ("purge", lambda j: j.purge()),
+]
+
+
+@pytest.mark.parametrize("how", ["other job's token", "forged token", "no token"])
+@pytest.mark.parametrize(("op", "call"), ALL_OPS, ids=[name for name, _ in ALL_OPS])
+def test_isolation(
+    client: pocketlib.Client, how: str, op: str, call: Callable[[pocketlib.Job], object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("POCKET_SHARED_MEMORY", "0")
+    a = client.register_job("victim", JobHints(capacity="1MiB"))
+    b = client.register_job("attacker", JobHints(capacity="1MiB"))
+    try:
+        a.put("secret", b"A's data")
+        token = {"other job's token": b.ticket.token, "forged token": bytes(16),
+                 "no token": b""}[how]  # fmt: skip
+        forged = pocketlib.Ticket(a.ticket.job, "forged", token, a.ticket.maps)
+        intruder = client.attach(forged)
+        with pytest.raises(TokenError):
+            call(intruder)
+        assert a.get("secret") == b"A's data"
+        assert list(a.list()) == ["secret"]
+    finally:
+        a.deregister()
+        b.deregister()
+
+
+def test_managed_nodes_refuse_job_open(cluster: LocalCluster, client: pocketlib.Client) -> None:
+    job = client.register_job("probe", JobHints(capacity="1MiB"))
+    node = job.ticket.nodes[0]
+    with pytest.raises(AccessError, match="controller"):
+        pocketlib.connect([node], job=job.ticket.job)  # direct mode would hand out a token
+    with pytest.raises(TokenError):
+        client.deregister_job(pocketlib.Ticket(job.ticket.job, "x", bytes(16), job.ticket.maps))
+    job.deregister()
+
+
+def test_controller_ops_need_the_cluster_secret(client: pocketlib.Client) -> None:
+    body = {"name": "rogue", "address": "127.0.0.1:1", "tier": "dram", "capacity": 1,
+            "bandwidth": 1}  # fmt: skip
+    with pytest.raises(TokenError):
+        client.control(Op.NODE_REGISTER, body, job="rogue", token=bytes(16))
+    with pytest.raises(TokenError):
+        client.control(Op.NODE_HEARTBEAT, body, job="rogue", token=bytes(16))
+    assert "rogue" not in {n["name"] for n in client.status()["nodes"]}
+
+
+def test_data_ops_sent_to_the_controller_get_a_clear_error(
+    cluster: LocalCluster, client: pocketlib.Client
+) -> None:
+    with pytest.raises(RequestError, match="not a controller operation"):
+        client.call(cluster.address, Op.GET, b"job", b"", b"key")
+    node = client.status()["nodes"][0]["address"]
+    with pytest.raises(RequestError, match="controller"):
+        client.call(node, Op.JOB_REGISTER, body=[b"{}"])
+
+
+def test_status_and_accounting(cluster: LocalCluster, client: pocketlib.Client) -> None:
+    job = client.register_job("billed", JobHints(capacity="2MiB", peak_throughput="10MB/s"))
+    for i in range(50):
+        job.put(f"k{i}", b"x" * 4096)
+    for i in range(50):
+        job.get(f"k{i}")
+    job_id = job.ticket.job
+
+    def billed() -> bool:
+        usage = client.status()["usage"]["jobs"].get(job_id, {}).get("dram", {})
+        return usage.get("requests", 0) >= 100 and usage.get("used_capacity_s", 0) > 0
+
+    wait_until(billed)
+    status = client.status()
+    usage = status["usage"]["jobs"][job_id]["dram"]
+    assert usage["capacity_s"] >= 2 * MiB * 0.1  # allocated for at least a tick
+    assert usage["throughput_s"] > 0
+    assert usage["cost"] > 0
+    (entry,) = [j for j in status["jobs"] if j["id"] == job_id]
+    assert entry["used"] >= 50 * 4096
+    assert {n["state"] for n in status["nodes"]} == {"active"}
+    assert status["usage"]["fleet"]["dram"]["node_seconds"] > 0
+    job.deregister()
+
+
+def test_refresh_sees_a_new_weight_map_and_old_keys_stay_readable() -> None:
+    """Registration does not wait for new nodes: the job starts on what runs, and the
+    nodes started for it join as a new weight-map version; keys written before stay found."""
+    with LocalCluster({"dram": 1}, node_capacity="32MiB", autoscale=False, tick=0.1) as c:
+        client = c.client()
+        job = client.register_job("grows", JobHints(capacity="80MiB"))
+        assert job.ticket.version == 1
+        assert len(job.ticket.nodes) == 1  # placed on the running node at once
+        early = {f"early-{i}": str(i).encode() for i in range(100)}
+        job.put_many(early)
+        wait_until(job.refresh)
+        wait_until(lambda: job.refresh() or len(job.ticket.maps[-1].weights) == 3)
+        assert len(job.ticket.maps[-1].weights) == 3  # 80 MiB on 32 MiB nodes
+        assert job.get_many(list(early)) == early
+        for key, value in early.items():
+            assert job.get(key) == value
+        assert sorted(job.list()) == sorted(early)
+        job.put("early-1", b"rewritten")  # an overwrite under the new map wins
+        assert job.get("early-1") == b"rewritten"
+        assert job.delete("early-2")
+        with pytest.raises(NotFoundError):
+            job.get("early-2")
+        job.deregister()
+        client.close()
+
+
+def test_a_lost_node_gives_clear_errors_and_is_replaced() -> None:
+    with LocalCluster(node_capacity="32MiB", tick=0.1, dead_after=0.6) as c:
+        client = c.client()
+        job = client.register_job("survivor", JobHints(capacity="48MiB"))
+        keys = [f"k{i}" for i in range(100)]
+        job.put_many({k: k.encode() for k in keys})
+        victim = job.router.write_node(b"k0")
+        name = next(n["name"] for n in client.status()["nodes"] if n["address"] == victim)
+        c.provisioner.kill_node(name)
+        wait_until(lambda: any(n["name"] == name and n["state"] == "dead"
+                               for n in client.status()["nodes"]))  # fmt: skip
+        wait_until(lambda: job.refresh() and victim in job.ticket.lost)
+        assert victim not in job.ticket.maps[-1].weights
+        lost = [k for k in keys if job.router.maps[0].router.node_for(k.encode()) == victim]
+        kept = [k for k in keys if k not in lost]
+        assert lost
+        assert kept
+        for k in kept:
+            assert job.get(k) == k.encode()
+        with pytest.raises(NodeLostError, match=victim):
+            job.get(lost[0])
+        job.put(lost[0], b"written again")  # writes go to the nodes that remain
+        assert job.get(lost[0]) == b"written again"
+        assert set(job.list()) >= set(kept)
+        # The autoscaler brings the fleet back to its minimum of two.
+        wait_until(lambda: c.alive_nodes() == 2)
+        job.deregister()
+        client.close()
+
+
+def test_registration_waits_only_when_no_running_node_can_take_any() -> None:
+    with LocalCluster({"dram": 1}, node_capacity="16MiB", autoscale=False, tick=0.1) as c:
+        client = c.client()
+        first = client.register_job("fills", JobHints(capacity="16MiB"))
+        t0 = time.monotonic()
+        second = client.register_job("waits", JobHints(capacity="8MiB"))
+        waited = time.monotonic() - t0
+        assert second.ticket.nodes != first.ticket.nodes  # it got the node started for it
+        assert waited > 0  # (not a timing assertion: it had to wait for a process to start)
+        second.put("k", b"v")
+        assert second.get("k") == b"v"
+        first.deregister()
+        second.deregister()
+        client.close()
