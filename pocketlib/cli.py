@@ -9,11 +9,16 @@ import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .bench.settings import DESCRIPTION as BENCH_DESCRIPTION
 from .bench.settings import add_options as add_bench_options
 from .config import Address, parse_size, parse_throughput
 from .errors import ConfigError, PocketError
+
+if TYPE_CHECKING:
+    from .routing.allocation import TierSpec
+    from .routing.autoscale import Band
 
 __all__ = ["main"]
 
@@ -68,22 +73,13 @@ def _node(args: argparse.Namespace) -> int:
             interval=args.heartbeat,
         )  # fmt: skip
 
-    # The handler only records the signal: taking a lock there (Event.set) can deadlock
-    # against the main thread if the signal lands while that thread holds the same lock.
-    signals: list[int] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        signals.append(signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signals = _catch_signals()
     node.start()
     if link is not None:
         link.start()
     print(node.address, flush=True)
     try:
-        while not signals:
-            time.sleep(0.05)
+        _wait_for(signals)
     finally:
         if link is not None:
             link.stop()
@@ -119,6 +115,142 @@ def _demo(args: argparse.Namespace) -> int:
         total=parse_size(args.size), mappers=args.mappers, reducers=args.reducers,
         capacity=args.capacity, progress=not args.quiet,
     )  # fmt: skip
+
+
+def _catch_signals() -> list[int]:
+    """Record SIGTERM and SIGINT in the returned list from now on.
+
+    The handler only records the signal: taking a lock there (Event.set) can deadlock
+    against the main thread if the signal lands while that thread holds the same lock.
+    """
+    signals: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signals.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return signals
+
+
+def _wait_for(signals: list[int]) -> None:
+    while not signals:
+        time.sleep(0.05)
+
+
+def parse_tier(spec: str) -> TierSpec:
+    """``TIER:NODE_CAPACITY:NODE_BANDWIDTH[:PRICE_PER_HOUR]``, e.g. ``dram:8GiB:1GB/s``."""
+    from .routing.allocation import DEFAULT_TIERS, TierSpec
+
+    parts = spec.split(":")
+    if len(parts) not in (3, 4) or not parts[0]:
+        raise ConfigError(
+            f"--tier {spec!r}: expected TIER:CAPACITY:BANDWIDTH[:PRICE], e.g. dram:8GiB:1GB/s"
+        )
+    name = parts[0]
+    default = DEFAULT_TIERS.get(name)
+    try:
+        price = float(parts[3]) if len(parts) == 4 else (default.price_per_hour if default else 0)
+    except ValueError:
+        raise ConfigError(f"--tier {spec!r}: price {parts[3]!r} is not a number") from None
+    instance = default.instance if default else ""
+    return TierSpec(name, parse_size(parts[1]), parse_throughput(parts[2]), price, instance)
+
+
+def parse_counts(specs: Sequence[str], flag: str) -> dict[str, int]:
+    """``TIER=N`` pairs."""
+    counts: dict[str, int] = {}
+    for spec in specs:
+        tier, sep, n = spec.partition("=")
+        if not sep or not tier or not n.isdigit():
+            raise ConfigError(f"{flag} {spec!r}: expected TIER=N, e.g. dram=2")
+        counts[tier] = int(n)
+    return counts
+
+
+def parse_band(text: str) -> Band:
+    """``LOW-HIGH`` as fractions or percentages (``0.6-0.8`` or ``60-80``)."""
+    from .routing.autoscale import Band
+
+    low, sep, high = text.partition("-")
+    try:
+        lo, hi = float(low), float(high)
+    except ValueError:
+        raise ConfigError(f"--band {text!r}: expected LOW-HIGH, e.g. 60-80") from None
+    if not sep:
+        raise ConfigError(f"--band {text!r}: expected LOW-HIGH, e.g. 60-80")
+    if hi > 1:
+        lo, hi = lo / 100, hi / 100
+    return Band(lo, hi)
+
+
+def _controller(args: argparse.Namespace) -> int:
+    import os
+
+    from .control_server import ControlServer
+    from .controller import Controller
+    from .provisioners import LocalProvisioner, Provisioner
+
+    provisioner: Provisioner | None = None
+    if args.provisioner == "local":
+        provisioner = LocalProvisioner("127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host)
+    elif args.provisioner == "kubernetes":
+        from .kubernetes import KubernetesProvisioner
+
+        provisioner = KubernetesProvisioner(namespace=args.namespace, image=args.image)
+    tiers = {t.name: t for t in map(parse_tier, args.tier)} or None
+    controller = Controller(
+        secret=args.secret or os.environ.get("POCKET_SECRET"), provisioner=provisioner,
+        tiers=tiers, band=parse_band(args.band), min_nodes=parse_counts(args.min, "--min"),
+        max_nodes=args.max_nodes, state_path=args.state, autoscale=not args.no_autoscale,
+        dead_after=args.dead_after,
+    )  # fmt: skip
+    signals = _catch_signals()
+    server = ControlServer(controller, args.host, args.port, advertise=args.advertise)
+    server.start()
+    print(controller.address, flush=True)
+    try:
+        _wait_for(signals)
+    finally:
+        server.stop()
+        if isinstance(provisioner, LocalProvisioner):  # its nodes are this process's children
+            provisioner.close()
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from .cluster import LocalCluster
+
+    counts = parse_counts(args.nodes, "--nodes") or {"dram": 2}
+    signals = _catch_signals()
+    with LocalCluster(
+        counts, node_capacity=args.node_capacity, node_bandwidth=args.node_bandwidth,
+        max_nodes=args.max_nodes, band=parse_band(args.band), host=args.host, port=args.port,
+        state_path=args.state,
+    ) as cluster:  # fmt: skip
+        print(cluster.address, flush=True)
+        nodes = ", ".join(f"{n} {t}" for t, n in counts.items())
+        print(f"pocket: controller and {nodes} node(s) up; `pocket status {cluster.address}` "
+              "shows them; Ctrl-C stops everything", file=sys.stderr)  # fmt: skip
+        _wait_for(signals)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .client import Client
+    from .status import render
+
+    with Client(args.controller) as client:
+        while True:
+            status = client.status()
+            if args.json:
+                print(json.dumps(status, indent=2, sort_keys=True))
+            else:
+                print(render(status), flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.watch)
+            print()
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -186,6 +318,85 @@ def build_parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="print nodes' stats as JSON")
     stats.add_argument("nodes", nargs="+", help="node addresses host:port")
     stats.set_defaults(func=_stats)
+
+    controller = sub.add_parser(
+        "controller", help="run the controller (prints its address first)",
+        description="The control plane: registers nodes and jobs, allocates, autoscales.",
+    )  # fmt: skip
+    controller.add_argument("--host", default="127.0.0.1")
+    controller.add_argument("--port", type=int, default=7070, help="0 picks a free port")
+    controller.add_argument(
+        "--advertise",
+        default=None,
+        metavar="HOST:PORT",
+        help="address nodes and clients reach the controller at",
+    )
+    controller.add_argument(
+        "--secret", default=None, help="cluster secret (or env POCKET_SECRET; default: random)"
+    )
+    controller.add_argument(
+        "--state",
+        default=None,
+        metavar="PATH",
+        help="keep jobs, tokens and usage here across restarts",
+    )
+    controller.add_argument(
+        "--provisioner",
+        choices=["none", "local", "kubernetes"],
+        default="none",
+        help="who starts and stops nodes (default: none)",
+    )
+    controller.add_argument(
+        "--tier",
+        action="append",
+        default=[],
+        metavar="TIER:CAPACITY:BANDWIDTH[:PRICE]",
+        help="a kind of node the provisioner starts (repeatable; default: Pocket's EC2 nodes)",
+    )
+    controller.add_argument(
+        "--min",
+        action="append",
+        default=[],
+        metavar="TIER=N",
+        help="fewest nodes of a tier (repeatable)",
+    )
+    controller.add_argument("--max-nodes", type=int, default=64)
+    controller.add_argument("--band", default="60-80", help="utilization band, LOW-HIGH")
+    controller.add_argument(
+        "--dead-after",
+        type=float,
+        default=3.0,
+        help="seconds without a heartbeat before a node is dead",
+    )
+    controller.add_argument("--no-autoscale", action="store_true")
+    controller.add_argument("--namespace", default="pocket", help="kubernetes namespace")
+    controller.add_argument("--image", default="pocketlib:latest", help="node image (k8s)")
+    controller.set_defaults(func=_controller)
+
+    up = sub.add_parser("up", help="a controller and nodes on this machine (prints its address)")
+    up.add_argument(
+        "--nodes",
+        action="append",
+        default=[],
+        metavar="TIER=N",
+        help="nodes to start with, also the minimum (default: dram=2)",
+    )
+    up.add_argument("--node-capacity", default="1GiB")
+    up.add_argument("--node-bandwidth", default="1GB/s")
+    up.add_argument("--max-nodes", type=int, default=16)
+    up.add_argument("--band", default="60-80")
+    up.add_argument("--state", default=None, metavar="PATH")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=7070)
+    up.set_defaults(func=_up)
+
+    status = sub.add_parser("status", help="nodes, jobs, usage and cost from a controller")
+    status.add_argument("controller", help="controller address host:port")
+    status.add_argument("--json", action="store_true", help="the raw status as JSON")
+    status.add_argument(
+        "--watch", type=float, default=0, metavar="SECONDS", help="print again every SECONDS"
+    )
+    status.set_defaults(func=_status)
 
     demo = sub.add_parser("demo", help="the main job: a MapReduce sort through an embedded node")
     demo.add_argument("--size", default="1GiB", help="input size (100-byte records)")

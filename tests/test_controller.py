@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from _helpers import wait_until
 
 import pocketlib
 from pocketlib import JobHints, LocalCluster
@@ -18,7 +19,6 @@ from pocketlib.errors import (
     ConfigError,
     NodeLostError,
     NotFoundError,
-    PocketTimeoutError,
     RequestError,
     TokenError,
     UnknownJobError,
@@ -26,15 +26,6 @@ from pocketlib.errors import (
 from pocketlib.protocol import Op
 
 MiB = 1024 * 1024
-
-
-def wait_until(what: Callable[[], object], timeout: float = 20.0, step: float = 0.05) -> None:
-    """Poll ``what`` until it is true (the controller acts on its own clock)."""
-    deadline = time.monotonic() + timeout
-    while not what():
-        if time.monotonic() > deadline:
-            raise PocketTimeoutError("condition not reached in time")
-        time.sleep(step)
 
 
 @pytest.fixture(scope="module")

@@ -105,15 +105,12 @@ def demand_for(
         capacity = math.ceil(throughput / spec.node_bandwidth * spec.node_capacity)
     by_throughput = throughput / spec.node_bandwidth
     by_capacity = capacity / spec.node_capacity
-    # Pocket's rule (>=), except that a throughput derived from the capacity hint leaves the
-    # capacity as what sets the job's size.
+    # Pocket's rule (>=); a throughput derived from the capacity hint leaves the capacity as
+    # what sets the job's size.
     derived = hints.capacity is not None and (
         hints.peak_throughput is None and hints.max_concurrency is None
     )
-    if by_throughput > by_capacity or (by_throughput == by_capacity and not derived):
-        bound = "throughput"
-    else:
-        bound = "capacity"
+    bound = "capacity" if derived or by_throughput < by_capacity else "throughput"
     return Demand(spec.name, throughput, capacity, bound, max(by_throughput, by_capacity))
 
 
