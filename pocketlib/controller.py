@@ -133,6 +133,8 @@ class Controller:
         self._closed_set: set[str] = set()
         #: Provisioner handles still starting -> (tier, when started).
         self.starting: dict[str, tuple[str, float]] = {}
+        #: Handles the autoscaler started because a tier ran hot.
+        self._scale_ups: set[str] = set()
         self.ledger = Ledger()
         #: Autoscaling decisions, newest last.
         self.decisions: deque[tuple[float, Decision]] = deque(maxlen=1000)
@@ -164,13 +166,17 @@ class Controller:
                 if record.state == "dead":
                     record.state = "active"
             record.last_seen = time.monotonic()
+            grow = name in self._scale_ups
             if name in self.starting:
                 del self.starting[name]
                 record.provisioned = True
+            self._scale_ups.discard(name)
             for job in self.jobs.values():
                 job.lost.discard(address)
                 if name in job.pending:
                     self._join_job(job, record, job.pending.pop(name))
+            if grow:
+                self._grow_hot_jobs(record)
             log.info("node %s (%s, %s, %s) registered", name, tier, address,
                      format_size(capacity))  # fmt: skip
             self._joined.notify_all()
@@ -275,6 +281,27 @@ class Controller:
         job.alloc[node.name] = _charge(job.demand, fraction)
         self._new_map(job)
 
+    def _grow_hot_jobs(self, node: NodeRecord) -> None:
+        """A node the autoscaler added to a hot tier joins the jobs on its hot nodes.
+
+        Data never moves; a new weight-map version sends a share of those jobs' new keys to
+        the new node, which is how added capacity relieves a job that is filling its nodes
+        or saturating their network.
+        """
+        high = self.band.high
+        hot = {
+            n.name for n in self.nodes.values()
+            if n.tier == node.tier and n.state == "active" and n is not node
+            and max(n.used / n.capacity, n.net / n.bandwidth, min(n.cpu, 1.0)) > high
+        }  # fmt: skip
+        jobs = [j for j in self.jobs.values() if hot & set(j.alloc)]
+        for job in jobs:
+            t = sum(a[0] for a in job.alloc.values()) // len(job.alloc)
+            c = sum(a[1] for a in job.alloc.values()) // len(job.alloc)
+            job.alloc[node.name] = (t, c)  # the job's average node share, on the new node
+            self._new_map(job)
+            log.info("job %s grows onto %s (hot: %s)", job.id, node.name, ", ".join(sorted(hot)))
+
     def _new_map(self, job: JobRecord) -> None:
         shares = {
             self.nodes[n].address: t / job.demand.throughput + c / job.demand.capacity
@@ -363,7 +390,7 @@ class Controller:
                     self.decisions.append((time.time(), d))
                     log.info("autoscale: %s %s", d, _figures(d.figures))
                     if d.action == "add":
-                        self._start_node(self.tiers[d.tier])
+                        self._scale_ups.add(self._start_node(self.tiers[d.tier]))
                     elif d.action == "drain" and d.node:
                         self.nodes[d.node].state = "draining"
                     elif d.action == "stop" and d.node:

@@ -278,3 +278,27 @@ def test_registration_waits_only_when_no_running_node_can_take_any() -> None:
         first.deregister()
         second.deregister()
         client.close()
+
+
+def test_autoscaling_adds_a_node_to_a_hot_tier_and_drains_back() -> None:
+    with LocalCluster(node_capacity="16MiB", tick=0.1, dead_after=1.0) as c:
+        client = c.client()
+        # The whole fleet, so both nodes carry equal weight (packing fills the fullest first).
+        job = client.register_job("filler", JobHints(capacity="32MiB"))
+        assert sorted(job.ticket.maps[-1].weights.values()) == [0.5, 0.5]
+        value = bytes(128 * 1024)
+        job.put_many({f"v{i}": value for i in range(210)})  # 26 MiB of 32: 82%, above the band
+        wait_until(lambda: c.alive_nodes() == 3, what="a third node")
+        decisions = [d["decision"] for d in client.status()["decisions"]]
+        assert any(d.startswith("add dram: capacity at") for d in decisions), decisions
+        # The hot job grows onto the new node: a new weight-map version with three nodes.
+        wait_until(lambda: job.refresh() or len(job.ticket.maps[-1].weights) == 3)
+        assert len(job.ticket.maps[-1].weights) == 3
+        assert job.get("v7") == value  # written under the old map, still found
+        job.deregister()
+        # Empty and cold: one node is drained, then stopped; never below the minimum of two.
+        wait_until(lambda: c.alive_nodes() == 2, what="a drain back to two nodes")
+        decisions = [d["decision"] for d in client.status()["decisions"]]
+        assert any(d.startswith("drain dram") for d in decisions), decisions
+        assert any(d.startswith("stop dram") for d in decisions), decisions
+        client.close()
