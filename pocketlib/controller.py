@@ -88,6 +88,8 @@ class JobRecord:
     lost: set[str] = field(default_factory=set)
     stripe_size: int = DEFAULT_STRIPE_SIZE
     created: float = field(default_factory=time.time)
+    #: When the ledger last charged the job (monotonic clock).
+    charged: float = field(default_factory=time.monotonic)
 
 
 class Controller:
@@ -316,35 +318,48 @@ class Controller:
         job.maps.append(WeightMap(len(job.maps) + 1, weights))
 
     def deregister_job(self, job_id: str, token: bytes) -> dict[str, Any]:
-        """Free the job's allocation and all its data on every node."""
+        """Free the job's allocation and all its data on every node; its final usage."""
         with self.lock:
             job = self._job(job_id, token)
+            # Bill the part of a tick since the last one, so short jobs are billed in full.
+            self._charge(job, time.monotonic())
             del self.jobs[job_id]
             self.closed.append(job_id)
             self._closed_set = set(self.closed)
+            nodes = {n.address: n for n in self.nodes.values()}
             addresses = sorted({a for m in job.maps for a in m.weights} - job.lost)
             for handle in job.pending:
                 log.info("node %s was started for %s; the autoscaler will drain it", handle,
                          job_id)  # fmt: skip
-        freed, unreachable = self._delete_on_nodes(job_id, job_token(self._secret, job_id),
-                                                   addresses)  # fmt: skip
+        freed, unreachable = self._free_on_nodes(job_id, addresses, nodes)
         self._save()
         log.info("job %s deregistered: %d object(s) freed", job_id, freed)
-        return {"objects": freed, "unreachable": unreachable}
+        usage = self.ledger.report(self._all_specs())["jobs"].get(job_id, {})
+        return {"objects": freed, "unreachable": unreachable, "usage": usage}
 
-    def _delete_on_nodes(
-        self, job_id: str, token: bytes, addresses: list[str]
+    def _free_on_nodes(
+        self, job_id: str, addresses: list[str], nodes: Mapping[str, NodeRecord]
     ) -> tuple[int, list[str]]:
+        """JOB_DELETE on every node, after reading its last request count for the bill."""
         from .client import Client
-        from .protocol import Op
+        from .protocol import Op, decode_json
 
         if not addresses:
             return 0, []
+        token = job_token(self._secret, job_id)
         freed, unreachable = 0, []
         client = Client(addresses)
         try:
             for address in addresses:
                 try:
+                    stats = decode_json(client.call(address, Op.STATS)[1])
+                    node = nodes.get(address)
+                    if node is not None:  # requests since its last heartbeat
+                        now = int(stats.get("job_ops", {}).get(job_id, 0))
+                        with self.lock:
+                            seen = node.requests.get(job_id, 0)
+                            node.requests[job_id] = now
+                        self.ledger.count_requests(job_id, node.tier, now - seen)
                     freed += client.call(address, Op.JOB_DELETE, job_id.encode(), token)[0].size
                 except PocketError as exc:  # the node's next heartbeat is told to drop it
                     log.warning("could not free %s on %s: %s", job_id, address, exc)
@@ -382,7 +397,7 @@ class Controller:
             self._last_tick = now
             self._find_dead(now)
             self._expire_starting(now)
-            self._account(elapsed)
+            self._account(elapsed, now)
             decisions: list[Decision] = []
             if self.autoscale:
                 decisions = self._autoscale()
@@ -441,18 +456,15 @@ class Controller:
                 if self.provisioner is not None:
                     self.provisioner.stop_node(handle)
 
-    def _account(self, elapsed: float) -> None:
+    def _account(self, elapsed: float, now: float) -> None:
         per_tier: dict[str, int] = {}
         for node in self.nodes.values():
             if node.state != "dead":
                 per_tier[node.tier] = per_tier.get(node.tier, 0) + 1
         if elapsed > 0:
             self.ledger.run_fleet(per_tier, elapsed)
-            for job in self.jobs.values():
-                throughput = sum(t for t, _ in job.alloc.values())
-                capacity = sum(c for _, c in job.alloc.values())
-                used = sum(n.job_bytes.get(job.id, 0) for n in self.nodes.values())
-                self.ledger.charge(job.id, job.demand.tier, elapsed, capacity, throughput, used)
+        for job in self.jobs.values():
+            self._charge(job, now)
         live = [n for n in self.nodes.values() if n.state != "dead"]
         self.timeline.append({
             "t": time.time(),
@@ -466,6 +478,13 @@ class Controller:
             "capacity": sum(n.capacity for n in live),
             "jobs": len(self.jobs),
         })  # fmt: skip
+
+    def _charge(self, job: JobRecord, now: float) -> None:
+        elapsed, job.charged = now - job.charged, now
+        throughput = sum(t for t, _ in job.alloc.values())
+        capacity = sum(c for _, c in job.alloc.values())
+        used = sum(n.job_bytes.get(job.id, 0) for n in self.nodes.values())
+        self.ledger.charge(job.id, job.demand.tier, elapsed, capacity, throughput, used)
 
     def _autoscale(self) -> list[Decision]:
         tiers = {n.tier for n in self.nodes.values()} | set(self.min_nodes)

@@ -64,25 +64,36 @@ class ShuffleStore(abc.ABC):
 
 
 class PocketShuffle(ShuffleStore):
-    """Shuffle through pocketlib nodes in direct mode."""
+    """Shuffle through pocketlib: a registered job's ticket, or fixed nodes (direct mode)."""
 
     name = "pocketlib"
 
-    def __init__(self, nodes: list[str], job: str = "sort") -> None:
+    def __init__(
+        self, nodes: list[str] | None = None, job: str = "sort", *, ticket: str | None = None
+    ) -> None:
+        if (nodes is None) == (ticket is None):
+            raise ValueError("give either nodes (direct mode) or a job's ticket")
         self.nodes = nodes
         self.job_name = job
+        #: The ticket's JSON: what a driver hands its functions.
+        self.ticket = ticket
         self._job: Any = None
         self._taken: list[Any] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"nodes": self.nodes, "job_name": self.job_name, "_job": None, "_taken": []}
+        return {"nodes": self.nodes, "job_name": self.job_name, "ticket": self.ticket,
+                "_job": None, "_taken": []}  # fmt: skip
 
     @property
     def job(self) -> Any:
         if self._job is None:
-            from ..client import connect
+            from ..client import attach, connect
 
-            self._job = connect(self.nodes, self.job_name)
+            if self.ticket is not None:  # a function attaches: no controller round trip
+                self._job = attach(self.ticket)
+            else:
+                assert self.nodes is not None
+                self._job = connect(self.nodes, self.job_name)
         return self._job
 
     def put(self, key: str, data: bytes | memoryview) -> None:
@@ -105,7 +116,8 @@ class PocketShuffle(ShuffleStore):
 
     def cleanup(self) -> None:
         if self._job is not None:
-            self._job.purge()
+            if self.ticket is None:  # a registered job's driver deregisters it instead
+                self._job.purge()
             self._job.close()
             self._job = None
 
@@ -299,23 +311,42 @@ def run_demo(
     capacity: str | None = None,
     progress: bool = True,
 ) -> int:
-    """``pocket demo``: start a node, sort through it, print a summary, stop the node."""
-    from ..cluster import NodeProcess
-    from ..config import format_size, parse_size
+    """``pocket demo``: a LocalCluster, a job registered with hints, the sort, the bill."""
+    from ..client import Client
+    from ..cluster import LocalCluster
+    from ..config import JobHints, format_rate, format_size, parse_size
 
     cap = parse_size(capacity) if capacity else int(total * 1.5) + (64 << 20)
     print(f"pocket demo: MapReduce sort of {format_size(total)} ({total // RECORD:,} records of "
           f"{RECORD} bytes), {mappers} mappers -> {reducers} reducers")  # fmt: skip
-    with NodeProcess("dram", cap) as node:
-        print(f"  storage node: dram tier, {format_size(cap)}, at {node.address} (pid {node.pid})")
-        store = PocketShuffle([str(node.address)], job="demo-sort")
+    with LocalCluster({"dram": 2}, node_capacity=cap // 2 + (16 << 20)) as cluster:
+        print(f"  cluster: controller at {cluster.address}, 2 dram nodes of "
+              f"{format_size(cap // 2 + (16 << 20))}")  # fmt: skip
+        client = Client(cluster.address)
+        # The shuffle holds the whole input at its peak; every function may run at once.
+        hints = JobHints(capacity=int(total * 1.25), max_concurrency=max(mappers, reducers))
+        job = client.register_job("demo-sort", hints)
+        weights = job.ticket.maps[-1].weights
+        (entry,) = [j for j in client.status()["jobs"] if j["id"] == job.ticket.job]
+        print(f"  job {job.ticket.job}: {entry['tier']}, {entry['bound']}-bound, "
+              f"{format_size(entry['capacity'])} at {format_rate(entry['throughput'])} over "
+              f"{len(weights)} node(s) (weights "
+              f"{', '.join(f'{w:.2f}' for w in weights.values())})")  # fmt: skip
+        store = PocketShuffle(ticket=job.ticket.to_json())
         bar = _progress_bar(2 * (total // RECORD) * RECORD, progress)
         try:
             result = run_sort(store, total, mappers, reducers, on_progress=bar.update)
         finally:
             bar.close()
             store.cleanup()
+        final = job.deregister()
+        usage = final["usage"].get(entry["tier"], {})
+        client.close()
     _print_summary(result)
+    print(f"  billed: {usage.get('requests', 0):,} requests, "
+          f"{usage.get('capacity_s', 0) / 2**30:.1f} GiB-s allocated, "
+          f"${usage.get('cost') or 0:.6f} at r4.2xlarge prices; deregistered "
+          f"({final['objects']} object(s) left to free)")  # fmt: skip
     return 0 if result.verified else 1
 
 
