@@ -70,6 +70,8 @@ class NodeRecord:
     requests: dict[str, int] = field(default_factory=dict)
     #: Launched by the provisioner (so the controller may stop it).
     provisioned: bool = False
+    #: Heartbeats in a row reporting that it refuses new data (draining).
+    drain_beats: int = 0
 
 
 @dataclass(slots=True)
@@ -86,6 +88,8 @@ class JobRecord:
     #: Per node still starting (provisioner handle): fraction of the job it will take.
     pending: dict[str, float] = field(default_factory=dict)
     lost: set[str] = field(default_factory=set)
+    #: Nodes drained and stopped after the job's data on them was gone.
+    retired: set[str] = field(default_factory=set)
     stripe_size: int = DEFAULT_STRIPE_SIZE
     created: float = field(default_factory=time.time)
     #: When the ledger last charged the job (monotonic clock).
@@ -206,8 +210,15 @@ class Controller:
                 before = record.requests.get(job, 0)
                 self.ledger.count_requests(job, record.tier, n - before if n >= before else n)
             record.requests = requests
+            # Heartbeats since the node said it refuses new data: the first may still race
+            # with a put that passed its check; from the second on, ``used`` is final.
+            draining = record.state == "draining"
+            record.drain_beats = record.drain_beats + 1 if draining and body.get("draining") else 0
             stale = [j for j in record.job_bytes if j in self._closed_set]
-        return {"delete_jobs": stale} if stale else {}
+        reply: dict[str, Any] = {"drain": draining}
+        if stale:
+            reply["delete_jobs"] = stale
+        return reply
 
     # -- jobs ---------------------------------------------------------------------------------
     def register_job(self, name: str, hints: JobHints | None = None) -> Ticket:
@@ -241,16 +252,8 @@ class Controller:
     def _place(self, demand: Demand, spec: TierSpec) -> Placement:
         active = self._loads(demand.tier, "active")
         room = self.max_nodes - self._fleet_size()
+        # (Draining nodes are not taken back: they refuse new data until their next heartbeat.)
         placement = pack(demand, active, spec, max_new_nodes=None)
-        if placement.new_nodes:
-            # Before starting nodes, take back draining ones: they are up and cost nothing new.
-            draining = self._loads(demand.tier, "draining")
-            if draining:
-                placement = pack(demand, active + draining, spec, max_new_nodes=None)
-                for name in placement.shares:
-                    if self.nodes[name].state == "draining":
-                        self.nodes[name].state = "active"
-                        log.info("node %s reactivated for a new job", name)
         if placement.new_nodes and self.provisioner is None:
             if not placement.shares:
                 raise CapacityError(
@@ -375,6 +378,7 @@ class Controller:
             return Ticket(
                 job=job.id, name=job.name, token=job_token(self._secret, job.id),
                 maps=tuple(job.maps), stripe_size=job.stripe_size, lost=frozenset(job.lost),
+                retired=frozenset(job.retired),
                 controller=self.address,
             )  # fmt: skip
 
@@ -408,9 +412,13 @@ class Controller:
                         self._scale_ups.add(self._start_node(self.tiers[d.tier]))
                     elif d.action == "drain" and d.node:
                         self.nodes[d.node].state = "draining"
+                        self._shrink(self.nodes[d.node])
                     elif d.action == "stop" and d.node:
-                        self.nodes.pop(d.node)
+                        gone = self.nodes.pop(d.node)
                         to_stop.append(d.node)
+                        for job in self.jobs.values():
+                            if any(gone.address in m.weights for m in job.maps):
+                                job.retired.add(gone.address)
         for name in to_stop:
             if self.provisioner is not None:
                 self.provisioner.stop_node(name)
@@ -427,24 +435,50 @@ class Controller:
         """Jobs with weight on a dead node: a map without it, and capacity in its place."""
         for job in self.jobs.values():
             lost = job.alloc.pop(dead.name, None)
-            if lost is None:
-                continue
-            job.lost.add(dead.address)
-            fraction = lost[0] / job.demand.throughput
-            spec = self._spec(job.demand.tier)
-            part = Demand(job.demand.tier, lost[0], lost[1], job.demand.bound, 0.0)
-            placement = pack(part, self._loads(part.tier, "active"), spec)
-            for name, share in placement.shares.items():
-                t, c = job.alloc.get(name, (0, 0))
-                dt, dc = _charge(part, share)
-                job.alloc[name] = (t + dt, c + dc)
-            if (
-                placement.new_nodes
-                and self.provisioner is not None
-                and (self._fleet_size() < self.max_nodes)
-            ):
-                job.pending[self._start_node(spec)] = fraction * sum(placement.new_nodes)
-            self._new_map(job)
+            if lost is not None:
+                job.lost.add(dead.address)
+                self._move(job, lost, start=True)
+
+    def _shrink(self, node: NodeRecord) -> None:
+        """Jobs with weight on a node being drained: their share moves to active nodes.
+
+        Their next weight-map version leaves the node out, so it receives no new data (it
+        refuses puts too), and it is stopped once its jobs have deleted what it stores.
+        """
+        for job in self.jobs.values():
+            part = job.alloc.pop(node.name, None)
+            if part is not None:
+                self._move(job, part, start=False)
+
+    def _move(self, job: JobRecord, part: tuple[int, int], *, start: bool) -> None:
+        """Place ``part`` (throughput, capacity) of ``job`` elsewhere; a new map version.
+
+        Running nodes of the tier first (fullest first); the rest on new nodes if ``start``,
+        else on the job's other nodes, over their allocation (the tier was cold).
+        """
+        spec = self._spec(job.demand.tier)
+        demand = Demand(job.demand.tier, max(part[0], 1), max(part[1], 1), job.demand.bound, 0)
+        placement = pack(demand, self._loads(demand.tier, "active"), spec)
+        for name, share in placement.shares.items():
+            self._add_alloc(job, name, _charge(demand, share))
+        rest = sum(placement.new_nodes)
+        if rest > 0:
+            fraction = part[0] / job.demand.throughput * rest
+            room = self._fleet_size() < self.max_nodes
+            if start and self.provisioner is not None and room:
+                job.pending[self._start_node(spec)] = fraction
+            else:
+                targets = [n for n in job.alloc if self.nodes[n].state == "active"] or [
+                    ld.name for ld in self._loads(demand.tier, "active")
+                ]
+                for name in targets:  # (none only if the tier has no active node at all)
+                    self._add_alloc(job, name, _charge(demand, rest / len(targets)))
+        self._new_map(job)
+
+    @staticmethod
+    def _add_alloc(job: JobRecord, name: str, more: tuple[int, int]) -> None:
+        t, c = job.alloc.get(name, (0, 0))
+        job.alloc[name] = (t + more[0], c + more[1])
 
     def _expire_starting(self, now: float) -> None:
         for handle, (tier, started) in list(self.starting.items()):
@@ -495,10 +529,12 @@ class Controller:
             starting[tier] = starting.get(tier, 0) + 1
         decisions = decide(active, draining, starting, band=self.band,
                            min_nodes=self.min_nodes, max_nodes=self.max_nodes)  # fmt: skip
-        # Only provisioned nodes can be stopped; others stay drained until stopped by hand.
+        # Only provisioned nodes can be stopped (others stay drained until stopped by hand),
+        # and only once two heartbeats said they refuse new data.
         return [
             d for d in decisions
-            if d.action != "stop" or (d.node is not None and self.nodes[d.node].provisioned)
+            if d.action != "stop" or (d.node is not None and self.nodes[d.node].provisioned
+                                      and self.nodes[d.node].drain_beats >= 2)
             if d.action != "add" or (self.provisioner is not None and d.tier in self.tiers)
         ]  # fmt: skip
 
@@ -543,7 +579,7 @@ class Controller:
                 t, c = job.alloc.get(node.name, (0, 0))
                 load.alloc_throughput += t
                 load.alloc_capacity += c
-                if node.name in job.alloc or any(node.address in m.weights for m in job.maps):
+                if node.name in job.alloc or (job.maps and node.address in job.maps[-1].weights):
                     load.jobs += 1
             loads.append(load)
         return loads
@@ -662,7 +698,8 @@ def _job_state(job: JobRecord) -> dict[str, Any]:
         "id": job.id, "name": job.name, "hints": job.hints.as_dict(),
         "demand": [d.tier, d.throughput, d.capacity, d.bound, d.nodes],
         "maps": [m.as_dict() for m in job.maps], "alloc": job.alloc,
-        "lost": sorted(job.lost), "stripe_size": job.stripe_size, "created": job.created,
+        "lost": sorted(job.lost), "retired": sorted(job.retired),
+        "stripe_size": job.stripe_size, "created": job.created,
     }  # fmt: skip
 
 
@@ -673,6 +710,7 @@ def _job_from_state(data: Mapping[str, Any]) -> JobRecord:
         demand=Demand(tier, throughput, capacity, bound, nodes),
         maps=[WeightMap.from_dict(m) for m in data["maps"]],
         alloc={k: (int(v[0]), int(v[1])) for k, v in data["alloc"].items()},
-        lost=set(data.get("lost", ())), stripe_size=int(data["stripe_size"]),
+        lost=set(data.get("lost", ())), retired=set(data.get("retired", ())),
+        stripe_size=int(data["stripe_size"]),
         created=float(data["created"]),
     )  # fmt: skip

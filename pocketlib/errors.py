@@ -11,7 +11,8 @@ over the wire as a status code and are raised again on the client as the same cl
     ├── ChecksumError          a value's checksum does not match: never returned as data
     ├── RequestError           the request itself is invalid
     │   ├── InvalidKeyError    empty, too long, or not UTF-8
-    │   └── ConflictError      the object changed under a streaming read
+    │   ├── ConflictError      the object changed under a streaming read
+    │   └── DrainingError      the node takes no new data: it is being drained
     ├── NotFoundError          no such key (also a KeyError)
     ├── CapacityError          the tier is full; nothing was evicted
     ├── AccessError            job authentication failed
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "ConnectError",
+    "DrainingError",
     "InvalidKeyError",
     "NodeLostError",
     "NotFoundError",
@@ -96,6 +98,16 @@ class ConflictError(RequestError):
     """The object was overwritten or deleted during a multi-request read."""
 
     status = 8
+
+
+class DrainingError(RequestError):
+    """The node is being drained: it serves reads and deletes but takes no new data.
+
+    A client with a ticket refreshes it from the controller and writes to the job's newest
+    weight map, which no longer names the node.
+    """
+
+    status = 19
 
 
 class NotFoundError(PocketError, KeyError):
@@ -175,6 +187,7 @@ _BY_STATUS: dict[int, type[PocketError]] = {
         RequestError,
         InvalidKeyError,
         ConflictError,
+        DrainingError,
         NotFoundError,
         CapacityError,
         AccessError,

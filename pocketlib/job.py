@@ -20,6 +20,8 @@ from .batch import BATCH_BYTES, pipeline
 from .connection import Connection
 from .errors import (
     ChecksumError,
+    ConnectError,
+    DrainingError,
     NodeLostError,
     NotFoundError,
     PocketError,
@@ -93,9 +95,10 @@ class Job:
         self.router = VersionedRouter(ticket.maps)
         self._tokens = dict(tokens) if tokens else dict.fromkeys(ticket.nodes, ticket.token)
         self._lost = ticket.lost
+        self._gone = ticket.lost | ticket.retired
         self._single = len(ticket.maps) == 1
         self._node_for = ticket.maps[-1].router.node_for
-        self._live_nodes = [n for n in self.router.nodes if n not in self._lost]
+        self._live_nodes = [n for n in self.router.nodes if n not in self._gone]
 
     def refresh(self) -> bool:
         """Fetch the job's current ticket from the controller; whether it changed."""
@@ -122,7 +125,9 @@ class Job:
             return fn(self._node_for(raw), raw)
         missing: PocketError | None = None
         for node in self.router.read_nodes(raw):
-            if node in self._lost:
+            if node in self._gone:
+                if node not in self._lost:  # retired once it held none of the job's data
+                    continue
                 missing = NodeLostError(
                     f"{key!r} may have been on {node}, which was lost with its data"
                 )
@@ -131,8 +136,7 @@ class Job:
                 return fn(node, raw)
             except NotFoundError as exc:
                 missing = missing or exc
-        assert missing is not None
-        raise missing
+        raise missing or NotFoundError(f"no object {key!r}")
 
     def _call(self, node: str, op: int, key: bytes = b"", **kw: Any) -> tuple[ResponseHeader, Any]:
         return self.client.call(node, op, self._job, self._tokens[node], key, **kw)
@@ -153,6 +157,26 @@ class Job:
         stores it lz4-compressed (the reader decompresses transparently); ``persist`` also
         writes it through to the node's persist tier (S3), so it outlives :meth:`purge`.
         """
+        try:
+            self._put(key, data, ttl, compress, persist)
+        except (DrainingError, ConnectError):
+            if not self._refreshed():
+                raise
+            self._put(key, data, ttl, compress, persist)
+
+    def _refreshed(self) -> bool:
+        """After a write refused by a draining node, or a node that is gone: whether the
+        controller has a newer ticket (then it is in use, and the write may be retried)."""
+        if self.ticket.controller is None:
+            return False
+        try:
+            return self.refresh()
+        except PocketError:
+            return False
+
+    def _put(
+        self, key: str, data: Buffer, ttl: float | None, compress: bool, persist: bool
+    ) -> None:
         node, raw = self._route(key)
         view, flags = _prepare_value(data, compress)
         if persist:
@@ -186,7 +210,7 @@ class Job:
     def _take_newest(self, node: str, raw: bytes) -> bytes:
         value = self._get_at(node, raw, True)
         nodes = self.router.read_nodes(raw)
-        self._delete_older(raw, [n for n in nodes[nodes.index(node) + 1 :] if n not in self._lost])
+        self._delete_older(raw, [n for n in nodes[nodes.index(node) + 1 :] if n not in self._gone])
         return value
 
     def _get_at(self, node: str, raw: bytes, delete_after_read: bool) -> bytes:
@@ -307,14 +331,14 @@ class Job:
         """Whether ``key`` is stored."""
         raw = validate_key(key)
         nodes = [self._node_for(raw)] if self._single else self.router.read_nodes(raw)
-        return any(self._call(n, Op.EXISTS, raw)[0].size for n in nodes if n not in self._lost)
+        return any(self._call(n, Op.EXISTS, raw)[0].size for n in nodes if n not in self._gone)
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; returns whether it existed (a missing key is not an error)."""
         raw = validate_key(key)
         nodes = [self._node_for(raw)] if self._single else self.router.read_nodes(raw)
         # Every version's copy goes, or an older one would resurface.
-        found = [self._call(n, Op.DELETE, raw)[0].size for n in nodes if n not in self._lost]
+        found = [self._call(n, Op.DELETE, raw)[0].size for n in nodes if n not in self._gone]
         return any(found)
 
     # -- many objects -------------------------------------------------------------------------
@@ -351,6 +375,16 @@ class Job:
 
         Raises the first error after trying every item; items that succeeded stay stored.
         """
+        try:
+            self._put_many(items, ttl, compress, persist)
+        except (DrainingError, ConnectError):
+            if not self._refreshed():
+                raise
+            self._put_many(items, ttl, compress, persist)  # puts are idempotent: all again
+
+    def _put_many(
+        self, items: Mapping[str, Buffer], ttl: float | None, compress: bool, persist: bool
+    ) -> None:
         ttl_ms = _ttl_ms(ttl) if ttl is not None else 0
         per_node: dict[str, list[Entry]] = defaultdict(list)
         large: list[tuple[str, Entry]] = []
@@ -398,7 +432,7 @@ class Job:
             if self._single:
                 candidates[raw] = [self._node_for(raw)]
             else:
-                candidates[raw] = [n for n in self.router.read_nodes(raw) if n not in self._lost]
+                candidates[raw] = [n for n in self.router.read_nodes(raw) if n not in self._gone]
         flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
         out: dict[str, bytes] = {}
         round_ = 0

@@ -63,6 +63,8 @@ class StorageNode:
         self.managed = managed
         #: Jobs deleted here while managed: their tokens stay refused (job ids are never reused).
         self.closed_jobs: set[str] = set()
+        #: Set by the controller (heartbeat answer): serve reads and deletes, take no new data.
+        self.draining = False
         #: Open jobs and their tokens.
         self.jobs: dict[str, bytes] = {}
         #: Which opening of each job is current: a put compares it before and after its commit.
@@ -198,6 +200,7 @@ class StorageNode:
                 "jobs": sorted(self.jobs),
                 "job_ops": _sum_job_ops(every),
                 "managed": self.managed,
+                "draining": self.draining,
             }
 
     # -- threads ------------------------------------------------------------------------------

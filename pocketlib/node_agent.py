@@ -91,6 +91,9 @@ class ControllerLink:
             self._registered = False
         for job in reply.get("delete_jobs", ()):
             self.node.delete_job(str(job))
+        # Set before the next heartbeat reports it: the controller stops a drained node only
+        # once a heartbeat says it refuses new data and stores nothing.
+        self.node.draining = bool(reply.get("drain", False))
 
     def _identity(self) -> dict[str, Any]:
         tier = self.node.tier
@@ -118,4 +121,5 @@ class ControllerLink:
             "used": tier["used"],
             "jobs": tier["used_by_job"],
             "requests": stats["job_ops"],
+            "draining": stats["draining"],
         }

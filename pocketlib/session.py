@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .errors import (
     ConflictError,
+    DrainingError,
     InvalidKeyError,
     NotFoundError,
     PocketError,
@@ -71,6 +72,8 @@ _GET, _PUT, _MULTI_GET, _MULTI_PUT, _STREAM_PUT, _LIST = (
     int(Op.LIST),
 )  # fmt: skip
 _VALUE_OPS = frozenset({_PUT, _STREAM_PUT})
+#: What a draining node refuses (a streamed put already under way may finish).
+_NEW_DATA_OPS = frozenset({_PUT, _MULTI_PUT, int(Op.SHM_RESERVE)})
 _SHM_GET = int(Op.SHM_GET)
 _META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT, *CONTROL_OPS})
 _pack_response = RESPONSE_HEADER.pack
@@ -182,6 +185,10 @@ class Session:
                 raise RequestError("this node has no persist tier (start it with --persist)")
             if op in CONTROL_OPS:
                 raise RequestError(f"{OP_NAMES[op]} goes to the controller, not a storage node")
+            if self.node.draining and (
+                op in _NEW_DATA_OPS or (op == _STREAM_PUT and h.request_id not in uploads)
+            ):
+                raise DrainingError("this node is being drained: it takes no new data")
             if op not in _OPS_WITHOUT_JOB:
                 expected = self.node.jobs.get(job)
                 if expected is None:

@@ -37,6 +37,8 @@ class Ticket:
     stripe_size: int = DEFAULT_STRIPE_SIZE
     #: Addresses of nodes the controller knows are gone (their data is lost).
     lost: frozenset[str] = field(default_factory=frozenset)
+    #: Addresses of nodes drained and stopped once they held none of the job's data.
+    retired: frozenset[str] = field(default_factory=frozenset)
     #: The controller's address, or None (no refresh possible).
     controller: str | None = None
 
@@ -65,6 +67,7 @@ class Ticket:
             "maps": [m.as_dict() for m in self.maps],
             "stripe_size": self.stripe_size,
             "lost": sorted(self.lost),
+            "retired": sorted(self.retired),
             "controller": self.controller,
         }
 
@@ -83,6 +86,7 @@ class Ticket:
                 maps=tuple(WeightMap.from_dict(m) for m in data["maps"]),
                 stripe_size=int(data.get("stripe_size", DEFAULT_STRIPE_SIZE)),
                 lost=frozenset(data.get("lost", ())),
+                retired=frozenset(data.get("retired", ())),
                 controller=data.get("controller"),
             )
         except (KeyError, TypeError, ValueError) as exc:
