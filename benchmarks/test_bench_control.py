@@ -20,7 +20,9 @@ import pocketlib
 from pocketlib import JobHints, LocalCluster
 from pocketlib.protocol import Op
 
-pytestmark = [pytest.mark.bench, pytest.mark.benchmark(warmup=True)]
+pytestmark = [pytest.mark.bench]
+#: Fixed rounds: each registration leaves a job (and warm-up by iterations would be 100,000).
+ROUNDS = {"rounds": 300, "warmup_rounds": 10, "iterations": 1}
 
 HINTS = JobHints(capacity="1MiB", peak_throughput="1MB/s")
 
@@ -32,24 +34,24 @@ def client() -> Iterator[pocketlib.Client]:
 
 
 def test_ping_controller(benchmark: Any, client: pocketlib.Client) -> None:
-    benchmark(client.control, Op.PING, {})
+    benchmark.pedantic(client.control, args=(Op.PING, {}), **ROUNDS)
 
 
 def test_register_job(benchmark: Any, client: pocketlib.Client) -> None:
     jobs: list[pocketlib.Job] = []
-    benchmark(lambda: jobs.append(client.register_job("bench", HINTS)))
+    benchmark.pedantic(lambda: jobs.append(client.register_job("bench", HINTS)), **ROUNDS)
     assert jobs[0].ticket.maps
     for job in jobs:
         job.deregister()
 
 
 def test_register_and_deregister(benchmark: Any, client: pocketlib.Client) -> None:
-    benchmark(lambda: client.register_job("bench", HINTS).deregister())
+    benchmark.pedantic(lambda: client.register_job("bench", HINTS).deregister(), **ROUNDS)
 
 
 def test_attach_ticket(benchmark: Any, client: pocketlib.Client) -> None:
     """What a function pays to start using a job: parse the ticket, build its router."""
     job = client.register_job("bench", HINTS)
     text = job.ticket.to_json()
-    benchmark(lambda: pocketlib.attach(text).close())
+    benchmark.pedantic(lambda: pocketlib.attach(text).close(), **ROUNDS)
     job.deregister()

@@ -96,6 +96,7 @@ class ControlServer:
                 conn.shutdown(socket.SHUT_RDWR)
         for t in self._threads:
             t.join(timeout=5)
+        self.controller.close()
 
     def __enter__(self) -> ControlServer:
         return self.start()

@@ -27,8 +27,10 @@ from typing import Any
 
 from .accounting import Ledger
 from .auth import job_token, node_token, verify
+from .client import Client
 from .config import FUNCTION_THROUGHPUT, MAX_JOB_BYTES, Address, JobHints, format_size
 from .errors import CapacityError, ConfigError, PocketError, TokenError, UnknownJobError
+from .protocol import Op, decode_json
 from .provisioners import NodeSpec, Provisioner
 from .routing.allocation import (
     DEFAULT_TIERS,
@@ -149,6 +151,7 @@ class Controller:
         self.lock = threading.RLock()
         self._joined = threading.Condition(self.lock)
         self._last_tick: float | None = None
+        self._nodes_client: Client | None = None
         self._secret = self.secret.encode()
         if state_path and os.path.exists(state_path):
             self._load(state_path)
@@ -344,31 +347,28 @@ class Controller:
         self, job_id: str, addresses: list[str], nodes: Mapping[str, NodeRecord]
     ) -> tuple[int, list[str]]:
         """JOB_DELETE on every node, after reading its last request count for the bill."""
-        from .client import Client
-        from .protocol import Op, decode_json
-
         if not addresses:
             return 0, []
         token = job_token(self._secret, job_id)
         freed, unreachable = 0, []
-        client = Client(addresses)
-        try:
-            for address in addresses:
-                try:
-                    stats = decode_json(client.call(address, Op.STATS)[1])
-                    node = nodes.get(address)
-                    if node is not None:  # requests since its last heartbeat
-                        now = int(stats.get("job_ops", {}).get(job_id, 0))
-                        with self.lock:
-                            seen = node.requests.get(job_id, 0)
-                            node.requests[job_id] = now
-                        self.ledger.count_requests(job_id, node.tier, now - seen)
-                    freed += client.call(address, Op.JOB_DELETE, job_id.encode(), token)[0].size
-                except PocketError as exc:  # the node's next heartbeat is told to drop it
-                    log.warning("could not free %s on %s: %s", job_id, address, exc)
-                    unreachable.append(address)
-        finally:
-            client.close()
+        with self.lock:  # one client (and its pooled connections) for every deregistration
+            if self._nodes_client is None:
+                self._nodes_client = Client(addresses)
+            client = self._nodes_client
+        for address in addresses:
+            try:
+                stats = decode_json(client.call(address, Op.STATS)[1])
+                node = nodes.get(address)
+                if node is not None:  # requests since its last heartbeat
+                    now = int(stats.get("job_ops", {}).get(job_id, 0))
+                    with self.lock:
+                        seen = node.requests.get(job_id, 0)
+                        node.requests[job_id] = now
+                    self.ledger.count_requests(job_id, node.tier, now - seen)
+                freed += client.call(address, Op.JOB_DELETE, job_id.encode(), token)[0].size
+            except PocketError as exc:  # the node's next heartbeat is told to drop it
+                log.warning("could not free %s on %s: %s", job_id, address, exc)
+                unreachable.append(address)
         return freed, unreachable
 
     def ticket(self, job_id: str, token: bytes | None = None) -> Ticket:
@@ -586,6 +586,13 @@ class Controller:
 
     def _fleet_size(self) -> int:
         return sum(1 for n in self.nodes.values() if n.state != "dead") + len(self.starting)
+
+    def close(self) -> None:
+        """Close the controller's connections to nodes (its state stays as it is)."""
+        with self.lock:
+            client, self._nodes_client = self._nodes_client, None
+        if client is not None:
+            client.close()
 
     # -- status and state ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -302,3 +302,48 @@ def test_autoscaling_adds_a_node_to_a_hot_tier_and_drains_back() -> None:
         assert any(d.startswith("drain dram") for d in decisions), decisions
         assert any(d.startswith("stop dram") for d in decisions), decisions
         client.close()
+
+
+def test_a_cold_tier_shrinks_jobs_off_a_node_and_stops_it_once_its_data_is_gone() -> None:
+    with LocalCluster(node_capacity="16MiB", autoscale=False, tick=0.1, dead_after=1.0) as c:
+        client = c.client()
+        job = client.register_job("shrinks", JobHints(capacity="40MiB"))  # two nodes and a third
+        wait_until(lambda: job.refresh() or len(job.ticket.maps[-1].weights) == 3)
+        keys = [f"k{i}" for i in range(90)]
+        job.put_many({k: k.encode() for k in keys})
+        stale = client.attach(job.ticket)  # a function that will not refresh on its own
+        c.controller.autoscale = True  # the job is idle: every resource is under 60%
+
+        def drained() -> str | None:
+            return next((n["address"] for n in client.status()["nodes"]
+                         if n["state"] == "draining"), None)  # fmt: skip
+
+        wait_until(drained, what="a drain")
+        gone = drained()
+        assert gone is not None
+        wait_until(lambda: job.refresh() or gone not in job.ticket.maps[-1].weights)
+        assert gone not in job.ticket.maps[-1].weights  # new data goes elsewhere
+        on_gone = [k for k in keys if stale.router.write_node(k.encode()) == gone]
+        assert on_gone
+        for k in keys:  # data is never migrated: what the node holds is read from it
+            assert job.get(k) == k.encode()
+        wait_until(lambda: client.node_stats([gone])[gone]["draining"], what="the node to know")
+        stale.put(on_gone[0], b"rewritten")  # refused by the node; refreshed; written elsewhere
+        assert stale.ticket.version == job.ticket.version
+        assert job.get(on_gone[0]) == b"rewritten"
+        # The node still holds the job's data, so it stays (three ticks at least).
+        time.sleep(0.5)
+        assert gone in {n["address"] for n in client.status()["nodes"]}
+        for k in on_gone:
+            job.delete(k)
+        wait_until(lambda: gone not in {n["address"] for n in client.status()["nodes"]},
+                   what="the drained node to stop")  # fmt: skip
+        job.refresh()
+        assert gone in job.ticket.retired
+        for k in keys:
+            if k not in on_gone:
+                assert job.get(k) == k.encode()
+        with pytest.raises(NotFoundError):  # a retired node is skipped: no connection error
+            job.get(on_gone[1])
+        job.deregister()
+        client.close()
