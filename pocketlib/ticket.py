@@ -47,6 +47,9 @@ class Ticket:
             raise ConfigError("a ticket needs a job id and at least one weight map")
         if self.stripe_size < 4096:
             raise ConfigError(f"stripe size {self.stripe_size} is below 4 KiB")
+        versions = [m.version for m in self.maps]
+        if any(b <= a for a, b in zip(versions, versions[1:], strict=False)):
+            raise ConfigError(f"not a pocketlib ticket: map versions {versions} do not increase")
 
     @property
     def version(self) -> int:
