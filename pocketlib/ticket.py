@@ -9,6 +9,7 @@ refresh when a node is lost or the job's allocation grows).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ class Ticket:
         if self.stripe_size < 4096:
             raise ConfigError(f"stripe size {self.stripe_size} is below 4 KiB")
         versions = [m.version for m in self.maps]
-        if any(b <= a for a, b in zip(versions, versions[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(versions)):
             raise ConfigError(f"not a pocketlib ticket: map versions {versions} do not increase")
 
     @property

@@ -53,7 +53,7 @@ def test_repr_keeps_the_token_out() -> None:
     ],
 )
 def test_malformed_tickets_are_refused(bad: str) -> None:
-    with pytest.raises(ConfigError, match="ticket|stripe"):
+    with pytest.raises(ConfigError, match=r"ticket|stripe"):
         Ticket.parse(bad)
 
 
