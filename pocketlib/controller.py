@@ -116,6 +116,7 @@ class Controller:
         max_nodes: int = 64,
         dead_after: float = 3.0,
         start_timeout: float = 30.0,
+        scale_down_delay: float = 10.0,
         function_throughput: int = FUNCTION_THROUGHPUT,
         stripe_size: int = DEFAULT_STRIPE_SIZE,
         state_path: str | None = None,
@@ -129,6 +130,9 @@ class Controller:
         self.max_nodes = max_nodes
         self.dead_after = dead_after
         self.start_timeout = start_timeout
+        #: Seconds a tier must stay below the band before a node is drained.
+        self.scale_down_delay = scale_down_delay
+        self._cold_since: dict[str, float] = {}
         self.function_throughput = function_throughput
         self.stripe_size = stripe_size
         self.state_path = state_path
@@ -311,6 +315,7 @@ class Controller:
             log.info("job %s grows onto %s (hot: %s)", job.id, node.name, ", ".join(sorted(hot)))
 
     def _new_map(self, job: JobRecord) -> None:
+        self._cold_since.pop(job.demand.tier, None)  # the tier's load is about to change
         shares = {
             self.nodes[n].address: t / job.demand.throughput + c / job.demand.capacity
             for n, (t, c) in job.alloc.items()
@@ -529,6 +534,15 @@ class Controller:
             starting[tier] = starting.get(tier, 0) + 1
         decisions = decide(active, draining, starting, band=self.band,
                            min_nodes=self.min_nodes, max_nodes=self.max_nodes)  # fmt: skip
+        # A tier drains only once it has been cold for scale_down_delay: not on one quiet
+        # sample, nor while a job just placed on it ramps up.
+        now = time.monotonic()
+        cold = {d.tier for d in decisions if d.action == "drain"}
+        for tier in list(self._cold_since):
+            if tier not in cold:
+                del self._cold_since[tier]
+        for tier in cold:
+            self._cold_since.setdefault(tier, now)
         # Only provisioned nodes can be stopped (others stay drained until stopped by hand),
         # and only once two heartbeats said they refuse new data.
         return [
@@ -536,6 +550,7 @@ class Controller:
             if d.action != "stop" or (d.node is not None and self.nodes[d.node].provisioned
                                       and self.nodes[d.node].drain_beats >= 2)
             if d.action != "add" or (self.provisioner is not None and d.tier in self.tiers)
+            if d.action != "drain" or now - self._cold_since[d.tier] >= self.scale_down_delay
         ]  # fmt: skip
 
     # -- helpers ------------------------------------------------------------------------------

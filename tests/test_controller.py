@@ -281,7 +281,7 @@ def test_registration_waits_only_when_no_running_node_can_take_any() -> None:
 
 
 def test_autoscaling_adds_a_node_to_a_hot_tier_and_drains_back() -> None:
-    with LocalCluster(node_capacity="16MiB", tick=0.1, dead_after=1.0) as c:
+    with LocalCluster(node_capacity="16MiB", tick=0.1, dead_after=1.0, scale_down_delay=0.3) as c:
         client = c.client()
         # The whole fleet, so both nodes carry equal weight (packing fills the fullest first).
         job = client.register_job("filler", JobHints(capacity="32MiB"))
@@ -305,7 +305,9 @@ def test_autoscaling_adds_a_node_to_a_hot_tier_and_drains_back() -> None:
 
 
 def test_a_cold_tier_shrinks_jobs_off_a_node_and_stops_it_once_its_data_is_gone() -> None:
-    with LocalCluster(node_capacity="16MiB", autoscale=False, tick=0.1, dead_after=1.0) as c:
+    with LocalCluster(
+        node_capacity="16MiB", autoscale=False, tick=0.1, dead_after=1.0, scale_down_delay=0.3
+    ) as c:
         client = c.client()
         job = client.register_job("shrinks", JobHints(capacity="40MiB"))  # two nodes and a third
         wait_until(lambda: job.refresh() or len(job.ticket.maps[-1].weights) == 3)

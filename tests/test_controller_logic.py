@@ -1,0 +1,110 @@
+"""The controller's decisions driven directly (no sockets): nodes register and heartbeat by
+calling it, time passes by calling tick()."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pocketlib import JobHints
+from pocketlib.auth import job_token, node_token
+from pocketlib.controller import Controller
+from pocketlib.errors import TokenError, UnknownJobError
+
+SECRET = "logic"
+MiB = 1 << 20
+
+
+def join(c: Controller, name: str, port: int, **load: object) -> None:
+    body = {"name": name, "address": f"127.0.0.1:{port}", "tier": "dram",
+            "capacity": 64 * MiB, "bandwidth": 100_000_000}  # fmt: skip
+    token = node_token(SECRET.encode(), name)
+    c.register_node(body, token)
+    c.heartbeat({**body, **load}, token)
+
+
+def beat(c: Controller, name: str, **load: object) -> dict[str, object]:
+    return c.heartbeat({"name": name, **load}, node_token(SECRET.encode(), name))
+
+
+def test_a_drain_waits_for_the_tier_to_stay_cold() -> None:
+    c = Controller(secret=SECRET, scale_down_delay=3600, dead_after=3600)
+    for i in range(3):
+        join(c, f"n{i}", 7000 + i)
+    for _ in range(5):
+        assert [d.action for d in c.tick()] == []  # cold, but not for an hour yet
+    c.scale_down_delay = 0
+    (drain,) = c.tick()
+    assert drain.action == "drain"
+    assert c.nodes[drain.node or ""].state == "draining"
+    assert beat(c, drain.node or "")["drain"] is True  # the node is told on its heartbeat
+
+
+def test_a_draining_node_is_stopped_only_after_confirming_and_emptying() -> None:
+    c = Controller(secret=SECRET, scale_down_delay=0, dead_after=3600)
+    for i in range(3):
+        join(c, f"n{i}", 7000 + i)
+    (drain,) = c.tick()
+    name = drain.node or ""
+    c.nodes[name].provisioned = True  # (as if a provisioner had started it)
+    beat(c, name, draining=False, used=0)  # has not applied it yet
+    assert all(d.action != "stop" for d in c.tick())
+    beat(c, name, draining=True, used=4096)  # applied, but still holds data
+    beat(c, name, draining=True, used=4096)
+    assert all(d.action != "stop" for d in c.tick())
+    beat(c, name, draining=True, used=0)
+    assert any(d.action == "stop" and d.node == name for d in c.tick())
+    assert name not in c.nodes
+
+
+def test_jobs_shrink_off_a_drained_node() -> None:
+    c = Controller(secret=SECRET, scale_down_delay=0, dead_after=3600)
+    for i in range(3):
+        join(c, f"n{i}", 7000 + i)
+    ticket = c.register_job("wide", JobHints(capacity=150 * MiB))  # all three nodes
+    assert len(ticket.maps[-1].weights) == 3
+    (drain,) = [d for d in c.tick() if d.action == "drain"]
+    gone = c.nodes[drain.node or ""].address
+    after = c.ticket(ticket.job)
+    assert after.version == ticket.version + 1
+    assert gone not in after.maps[-1].weights
+    assert gone in after.maps[0].weights  # older versions still name it: reads look there
+
+
+def test_dead_nodes_leave_the_newest_map() -> None:
+    c = Controller(secret=SECRET, dead_after=0.05, scale_down_delay=3600)
+    join(c, "a", 7001)
+    join(c, "b", 7002)
+    ticket = c.register_job("j", JobHints(capacity=100 * MiB))
+    time.sleep(0.1)
+    beat(c, "a")
+    c.tick()
+    assert c.nodes["b"].state == "dead"
+    after = c.ticket(ticket.job)
+    assert after.lost == frozenset({"127.0.0.1:7002"})
+    assert list(after.maps[-1].weights) == ["127.0.0.1:7001"]
+    beat(c, "b")  # it was unreachable, not gone: it comes back with its data
+    assert c.nodes["b"].state == "active"
+
+
+def test_deregistered_jobs_are_dropped_by_late_nodes() -> None:
+    c = Controller(secret=SECRET)
+    join(c, "a", 7001)
+    ticket = c.register_job("j", JobHints(capacity=MiB))
+    c.deregister_job(ticket.job, ticket.token)  # the node is unreachable (port 7001 is closed)
+    reply = beat(c, "a", jobs={ticket.job: 100})
+    assert reply["delete_jobs"] == [ticket.job]
+    with pytest.raises(UnknownJobError, match="deregistered"):
+        c.ticket(ticket.job, ticket.token)
+
+
+def test_tokens_are_checked() -> None:
+    c = Controller(secret=SECRET)
+    join(c, "a", 7001)
+    ticket = c.register_job("j", JobHints(capacity=MiB))
+    assert ticket.token == job_token(SECRET.encode(), ticket.job)
+    with pytest.raises(TokenError):
+        c.deregister_job(ticket.job, b"\0" * 16)
+    with pytest.raises(TokenError):
+        c.heartbeat({"name": "a"}, node_token(b"other secret", "a"))
