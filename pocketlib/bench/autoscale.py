@@ -29,6 +29,7 @@ from typing import Any
 from ..client import Client
 from ..cluster import LocalCluster
 from ..config import JobHints, format_rate, format_size, parse_size, parse_throughput
+from ..errors import PocketError
 
 __all__ = ["Experiment", "JobPlan", "main", "plot", "run"]
 
@@ -56,6 +57,7 @@ class Experiment:
     register_ms: list[float] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     moved: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, list[str]] = field(default_factory=dict)
     t0: float = 0.0
 
     def node_seconds(self) -> tuple[float, float, int]:
@@ -86,7 +88,10 @@ def paper_plan(bandwidth: int, capacity: int) -> list[JobPlan]:
     ]
 
 
-def _work(job: Any, plan: JobPlan, stop: threading.Event, moved: list[int], seed: int) -> None:
+def _work(
+    job: Any, plan: JobPlan, stop: threading.Event, moved: list[int], seed: int,
+    errors: list[str],
+) -> None:  # fmt: skip
     """Real puts and gets; the job's workers share ``moved`` and pace it to ``plan.rate``."""
     size = 1 << 20 if plan.kind == "sort" else 64 << 10
     value = bytes([seed]) * size
@@ -95,14 +100,20 @@ def _work(job: Any, plan: JobPlan, stop: threading.Event, moved: list[int], seed
     began = time.monotonic()
     while not stop.is_set():
         keys = [f"w{seed}/{i + k}" for k in range(batch)]
-        job.put_many(dict.fromkeys(keys, value))
-        if plan.kind == "sort":
-            got = job.get_many(keys, delete_after_read=True)
-        else:
-            got = job.get_many(keys)
-            for key in keys:
-                job.delete(key)
-        assert all(v == value for v in got.values())
+        try:
+            job.put_many(dict.fromkeys(keys, value))
+            if plan.kind == "sort":
+                got = job.get_many(keys, delete_after_read=True)
+            else:
+                got = job.get_many(keys)
+                for key in keys:
+                    job.delete(key)
+        except PocketError as exc:  # counted and reported: the run goes on
+            errors.append(f"{type(exc).__name__}: {exc}")
+            stop.wait(0.1)
+            continue
+        if len(got) != len(keys) or any(v != value for v in got.values()):
+            errors.append(f"{len(keys) - len(got)} value(s) missing or wrong")
         moved[0] += 2 * batch * size
         i += batch
         # Pace: sleep until the job is back on its rate (bytes in and out of the nodes).
@@ -117,6 +128,7 @@ def run(
     node_capacity: int,
     node_bandwidth: int,
     tail: float = 15.0,
+    scale_down_delay: float = 5.0,
     log: Any = None,
 ) -> Experiment:
     """Run ``plans`` on a fresh LocalCluster of two DRAM nodes; what the controller saw."""
@@ -124,7 +136,7 @@ def run(
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     with LocalCluster(
         {"dram": 2}, node_capacity=node_capacity, node_bandwidth=node_bandwidth, max_nodes=12,
-        tick=1.0,
+        tick=1.0, scale_down_delay=scale_down_delay,
     ) as cluster:  # fmt: skip
         controller = cluster.controller
         client = Client(cluster.address)
@@ -141,8 +153,11 @@ def run(
                 out.register_ms.append((time.perf_counter() - t) * 1e3)
                 stop = threading.Event()
                 moved = [0]
+                errors = out.errors.setdefault(plan.name, [])
                 threads = [
-                    threading.Thread(target=_work, args=(job, plan, stop, moved, s), daemon=True)
+                    threading.Thread(
+                        target=_work, args=(job, plan, stop, moved, s, errors), daemon=True
+                    )
                     for s in (1, 2)
                 ]
                 for th in threads:
@@ -227,13 +242,14 @@ def report(exp: Experiment, plans: list[JobPlan], png: Path, command: str) -> st
         f"# Autoscaling experiment ({dt.date.today().isoformat()})", "",
         f"Command: `{command}`", "",
         f"Plot: `{png}`", "",
-        "| job | arrives (s) | stays (s) | hints | moved |", "|---|--:|--:|---|--:|",
+        "| job | arrives (s) | stays (s) | hints | moved | errors |", "|---|--:|--:|---|--:|--:|",
     ]  # fmt: skip
     for p in plans:
         cap = format_size(int(p.hints.capacity or 0))
         rate = format_rate(int(p.hints.peak_throughput or 0))
         lines.append(f"| {p.name} ({p.kind}) | {p.start:.0f} | {p.duration:.0f} | {cap}, {rate} "
-                     f"| {format_size(exp.moved.get(p.name, 0))} |")  # fmt: skip
+                     f"| {format_size(exp.moved.get(p.name, 0))} | "
+                     f"{len(exp.errors.get(p.name, []))} |")  # fmt: skip
     lines += [
         "",
         f"- Fleet over time (distinct node counts in order): {' -> '.join(map(str, counts))}",
@@ -246,6 +262,10 @@ def report(exp: Experiment, plans: list[JobPlan], png: Path, command: str) -> st
         "", "Autoscaling decisions:", "",
     ]  # fmt: skip
     lines += [f"- {d['t']:6.1f} s: {d['decision']}" for d in exp.decisions]
+    for name, errs in exp.errors.items():
+        if errs:
+            lines += ["", f"Errors of {name} (first 5 of {len(errs)}):", ""]
+            lines += [f"- {e}" for e in errs[:5]]
     return "\n".join(lines) + "\n"
 
 
@@ -256,12 +276,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-capacity", default="128MiB")
     parser.add_argument("--node-bandwidth", default="100MB/s")
     parser.add_argument("--png", default="docs/autoscaling.png")
+    parser.add_argument("--scale-down-delay", type=float, default=5.0,
+                        help="seconds a tier stays cold before a drain")  # fmt: skip
     parser.add_argument("--out", default=None, help="report path (default: benchmarks/results/"
                         "autoscale-<date>.md)")  # fmt: skip
     args = parser.parse_args(argv)
     capacity, bandwidth = parse_size(args.node_capacity), parse_throughput(args.node_bandwidth)
     plans = paper_plan(bandwidth, capacity)
-    exp = run(plans, node_capacity=capacity, node_bandwidth=bandwidth)
+    exp = run(plans, node_capacity=capacity, node_bandwidth=bandwidth,
+              scale_down_delay=args.scale_down_delay)  # fmt: skip
     png = Path(args.png)
     used, static, _ = exp.node_seconds()
     title = (
