@@ -2,12 +2,14 @@
 
 Writes route by the newest weight map; reads look at the newest version's node first and at
 older versions' nodes on a miss, so a key written before the job's placement changed is still
-found. Every value is checked against the checksum its writer computed.
+found. Every value is checked against the checksum its writer computed. A value above the
+job's stripe size is striped over its nodes (:mod:`pocketlib.stripes`).
 """
 
 from __future__ import annotations
 
 import heapq
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import lz4.block
 
-from . import shared
+from . import shared, stripes
 from .batch import BATCH_BYTES, pipeline
 from .connection import Connection
 from .errors import (
@@ -53,7 +55,9 @@ __all__ = ["Job", "ObjectInfo"]
 T = TypeVar("T")
 
 _GET, _PUT, _SHM_GET = int(Op.GET), int(Op.PUT), int(Op.SHM_GET)
-_LZ4, _DELETE_AFTER_READ = Flag.LZ4, Flag.DELETE_AFTER_READ
+_LZ4, _DELETE_AFTER_READ, _STRIPED = Flag.LZ4, Flag.DELETE_AFTER_READ, Flag.STRIPED
+#: Flags that make a GET answer more than the value itself: one test on the common path.
+_SPECIAL = _LZ4 | _STRIPED
 _read_value = Connection.read_value
 
 #: Values from this size are written through shared memory when the node is on this host.
@@ -73,6 +77,8 @@ class ObjectInfo:
     created: float
     #: Expiry time (seconds since the epoch), or None.
     expires: float | None
+    #: Stored as chunks over the job's nodes (size and checksum are the whole value's).
+    striped: bool = False
 
 
 class Job:
@@ -99,6 +105,11 @@ class Job:
         self._single = len(ticket.maps) == 1
         self._node_for = ticket.maps[-1].router.node_for
         self._live_nodes = [n for n in self.router.nodes if n not in self._gone]
+        # Striping needs two nodes to gain anything; values above this length are striped.
+        many = len(ticket.maps[-1].weights) > 1
+        self._stripe_above = ticket.stripe_size if many else sys.maxsize
+        #: Whether any version has several nodes, so striped values may exist.
+        self._may_stripe = any(len(m.weights) > 1 for m in ticket.maps)
 
     def refresh(self) -> bool:
         """Fetch the job's current ticket from the controller; whether it changed."""
@@ -155,7 +166,8 @@ class Job:
 
         ``ttl`` (seconds) makes the node delete the object after that long; ``compress``
         stores it lz4-compressed (the reader decompresses transparently); ``persist`` also
-        writes it through to the node's persist tier (S3), so it outlives :meth:`purge`.
+        writes it through to the node's persist tier (S3), so it outlives :meth:`purge`. A
+        value (compressed, if ``compress``) above the job's stripe size is striped.
         """
         try:
             self._put(key, data, ttl, compress, persist)
@@ -181,18 +193,24 @@ class Job:
         view, flags = _prepare_value(data, compress)
         if persist:
             flags |= Flag.PERSIST
+        if len(view) > self._stripe_above:
+            stripes.put(self, raw, view, flags, _ttl_ms(ttl))
+            return
+        self._put_at(node, raw, view, flags, _ttl_ms(ttl))
+
+    def _put_at(self, node: str, raw: bytes, view: Buffer, flags: int, ttl_ms: int) -> None:
         if len(view) >= _SHARED_PUT_MIN:
             arena = self.client.arena(node)
             if arena is not None:
                 value = memoryview(view).cast("B")
                 shared.put(
-                    self.client, arena, node, self._prefix(node), raw, value, flags,
-                    _ttl_ms(ttl) if ttl is not None else 0, checksum(value),
+                    self.client, arena, node, self._prefix(node), raw, value, flags, ttl_ms,
+                    checksum(value),
                 )  # fmt: skip
                 return
         self.client.call(
             node, _PUT, self._job, self._tokens[node], raw, body=(view,), flags=flags,
-            ttl_ms=_ttl_ms(ttl) if ttl is not None else 0, value_checksum=checksum(view),
+            ttl_ms=ttl_ms, value_checksum=checksum(view),
         )  # fmt: skip
 
     def get(self, key: str, *, delete_after_read: bool = False) -> bytes:
@@ -222,7 +240,11 @@ class Job:
             node, _SHM_GET if reader is not _read_value else _GET, self._job, self._tokens[node],
             raw, read=reader, flags=flags,
         )  # fmt: skip
-        return _decompress(data) if h.flags & _LZ4 else data
+        if h.flags & _SPECIAL:
+            if h.flags & _STRIPED:
+                return stripes.get(self, raw, data, delete_after_read)
+            return _decompress(data)
+        return data
 
     def _reader_for(self, node: str) -> Callable[[Connection, ResponseHeader], bytes]:
         """How GET answers from ``node`` are read: through its arena when it is mapped here."""
@@ -250,6 +272,9 @@ class Job:
         arena = self.client.arena(node)
         if arena is not None:
             h, got = shared.get(self.client, arena, node, self._prefix(node), raw, flags, target)
+            if h.flags & _STRIPED:  # the manifest, read into the buffer
+                body = bytes(target[:got]) if isinstance(got, int) else got
+                return stripes.get_into(self, raw, body, target, delete_after_read)
             if isinstance(got, int):
                 return got
             value = _decompress(got) if h.flags & Flag.LZ4 else got
@@ -258,7 +283,9 @@ class Job:
             target[: len(value)] = value
             return len(value)
 
-        def read(conn: Connection, h: ResponseHeader) -> int:
+        def read(conn: Connection, h: ResponseHeader) -> int | bytes:
+            if h.flags & _STRIPED:
+                return conn.read_value(h)  # the manifest
             if h.flags & Flag.LZ4:
                 value = _decompress(conn.read_value(h))
                 if len(value) > len(target):
@@ -273,7 +300,10 @@ class Job:
                 raise ChecksumError(f"checksum mismatch reading {key!r}")
             return h.length
 
-        return int(self._call(node, Op.GET, raw, flags=flags, read=read)[1])
+        got = self._call(node, Op.GET, raw, flags=flags, read=read)[1]
+        if isinstance(got, bytes):
+            return stripes.get_into(self, raw, got, target, delete_after_read)
+        return int(got)
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of the value, clamped to its end like a slice."""
@@ -286,8 +316,10 @@ class Job:
             node, Op.GET, raw, flags=Flag.RANGE, offset=start, length=end - start,
             read=Connection.read_value,
         )  # fmt: skip
-        if h.flags & Flag.LZ4:  # ranges of compressed objects: decompress the whole value
-            return self.get(key)[start:end]
+        if h.flags & _SPECIAL:
+            if h.flags & _STRIPED:
+                return stripes.get_range(self, node, raw, h.version, start, end)
+            return self.get(key)[start:end]  # ranges of compressed objects: the whole value
         return bytes(data)
 
     def get_buffer(self, key: str, *, delete_after_read: bool = False) -> SharedBuffer:
@@ -297,7 +329,7 @@ class Job:
         value's space, so the bytes stay those of the value read, even if the key is deleted
         or overwritten meanwhile (with ``delete_after_read`` the key is deleted at once and
         the space freed on release). From a remote node (or a compressed value) the buffer
-        holds a copy.
+        holds a copy, as it does for a striped value.
         """
         return self._read(key, lambda n, r: self._get_buffer_at(n, r, key, delete_after_read))
 
@@ -307,12 +339,14 @@ class Job:
         from .shared import SharedBuffer
 
         arena = self.client.arena(node)
-        if arena is None:
+        if arena is None:  # (_get_at assembles a striped value)
             return SharedBuffer(memoryview(self._get_at(node, raw, delete_after_read)))
         flags = _DELETE_AFTER_READ if delete_after_read else 0
         buf, flags = shared.buffer(self.client, arena, node, self._prefix(node), raw, flags)
-        if flags & Flag.LZ4:
+        if flags & _SPECIAL:
             with buf:
+                if flags & _STRIPED:
+                    return stripes.get_buffer(self, raw, buf.view, delete_after_read)
                 return SharedBuffer(memoryview(_decompress(buf.view)))
         return buf
 
@@ -321,10 +355,15 @@ class Job:
 
     def stat(self, key: str) -> ObjectInfo:
         """Size, checksum, version and lifetime of ``key``; NotFoundError if absent."""
-        h, body = self._read(key, lambda n, r: self._call(n, Op.STAT, r))
+        return self._read(key, lambda n, r: self._stat_at(n, r, key))
+
+    def _stat_at(self, node: str, raw: bytes, key: str) -> ObjectInfo:
+        h, body = self._call(node, Op.STAT, raw)
         created, expires = STAT_BODY.unpack(body)
+        if h.flags & _STRIPED:  # a manifest: the whole value's size and checksum are in it
+            return stripes.stat(self, node, raw, key, h.version, created, expires or None)
         return ObjectInfo(
-            key, h.size, h.checksum, h.version, bool(h.flags & Flag.LZ4), created, expires or None
+            key, h.size, h.checksum, h.version, bool(h.flags & _LZ4), created, expires or None
         )
 
     def exists(self, key: str) -> bool:
@@ -338,12 +377,18 @@ class Job:
         raw = validate_key(key)
         nodes = [self._node_for(raw)] if self._single else self.router.read_nodes(raw)
         # Every version's copy goes, or an older one would resurface.
-        found = [self._call(n, Op.DELETE, raw)[0].size for n in nodes if n not in self._gone]
+        found = [self._delete_at(n, raw) for n in nodes if n not in self._gone]
         return any(found)
+
+    def _delete_at(self, node: str, raw: bytes) -> bool:
+        if self._may_stripe:  # a striped value's chunks go with it
+            return stripes.delete_at(self, node, raw)
+        return bool(self._call(node, Op.DELETE, raw)[0].size)
 
     # -- many objects -------------------------------------------------------------------------
     def list(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[str]:
-        """Keys starting with ``prefix``, in sorted order, fetched a page at a time."""
+        """Keys starting with ``prefix``, in sorted order, fetched a page at a time (the
+        chunks of striped values are not listed)."""
         raw_prefix = validate_prefix(prefix)
         streams = [self._list_node(node, raw_prefix, page_size) for node in self._live_nodes]
         return heapq.merge(*streams)
@@ -353,13 +398,14 @@ class Job:
         while True:
             h, body = self._call(node, Op.LIST, prefix, body=[cursor], arg=page_size)
             keys = decode_keys(body)
-            yield from (k.decode() for k in keys)
+            yield from (k.decode() for k in keys if b"\0" not in k or not stripes.is_chunk_key(k))
             if not (h.flags & Flag.MORE) or not keys:
                 return
             cursor = keys[-1]
 
     def delete_prefix(self, prefix: str) -> int:
-        """Delete every key starting with ``prefix``; returns how many were deleted."""
+        """Delete every key starting with ``prefix``; returns how many objects were deleted
+        (each chunk of a striped value counts as one)."""
         raw = validate_prefix(prefix)
         return sum(self._call(node, Op.DELETE_PREFIX, raw)[0].size for node in self._live_nodes)
 
@@ -385,13 +431,17 @@ class Job:
     def _put_many(
         self, items: Mapping[str, Buffer], ttl: float | None, compress: bool, persist: bool
     ) -> None:
-        ttl_ms = _ttl_ms(ttl) if ttl is not None else 0
+        ttl_ms = _ttl_ms(ttl)
         per_node: dict[str, list[Entry]] = defaultdict(list)
         large: list[tuple[str, Entry]] = []
         for key, data in items.items():
             node, raw = self._route(key)
             view, flags = _prepare_value(data, compress)
-            entry = Entry(raw, view, 0, flags | (Flag.PERSIST if persist else 0), checksum(view))
+            flags |= Flag.PERSIST if persist else 0
+            if len(view) > self._stripe_above:  # striped: no one node
+                large.append(("", Entry(raw, view, 0, flags)))
+                continue
+            entry = Entry(raw, view, 0, flags, checksum(view))
             if len(view) > BATCH_BYTES:  # a value larger than a batch travels alone
                 large.append((node, entry))
             else:
@@ -413,6 +463,9 @@ class Job:
                 first_error = first_error or exc
         for node, e in large:
             try:
+                if not node:
+                    stripes.put(self, e.key, e.value, e.flags, ttl_ms)
+                    continue
                 self.client.call(
                     node, _PUT, self._job, self._tokens[node], e.key, body=(e.value,),
                     flags=e.flags, ttl_ms=ttl_ms, value_checksum=e.checksum,
@@ -455,7 +508,10 @@ class Job:
                     key = e.key.decode()
                     if checksum(e.value) != e.checksum:
                         raise ChecksumError(f"checksum mismatch reading {key!r}")
-                    out[key] = _decompress(e.value) if e.flags & Flag.LZ4 else bytes(e.value)
+                    if e.flags & _STRIPED:
+                        out[key] = stripes.get(self, e.key, e.value, delete_after_read)
+                    else:
+                        out[key] = _decompress(e.value) if e.flags & _LZ4 else bytes(e.value)
                     if delete_after_read and len(candidates[e.key]) > round_ + 1:
                         self._delete_older(e.key, candidates[e.key][round_ + 1 :])
                     del candidates[e.key]
@@ -465,7 +521,7 @@ class Job:
     def _delete_older(self, raw: bytes, nodes: Iterable[str]) -> None:
         """Delete copies of a key that older weight-map versions placed elsewhere."""
         for node in nodes:
-            self._call(node, Op.DELETE, raw)
+            self._delete_at(node, raw)
 
     # -- streams ------------------------------------------------------------------------------
     def writer(
@@ -474,7 +530,7 @@ class Job:
         """A file-like writer for a value too large to hold in memory.
 
         The value becomes visible when the writer is closed; if it is abandoned (an exception
-        inside ``with``), nothing is stored.
+        inside ``with``), nothing is stored. Streamed values are not striped.
         """
         node, raw = self._route(key)
         return ObjectWriter(
@@ -489,8 +545,9 @@ class Job:
         key is overwritten or deleted while it is being read.
         """
         info = self.stat(key)
-        if info.compressed:
-            raise RequestError(f"{key!r} is compressed: read it with get()")
+        if info.compressed or info.striped:
+            how = "compressed" if info.compressed else "striped"
+            raise RequestError(f"{key!r} is {how}: read it with get(), get_into() or get_range()")
         raw = validate_key(key)
         node = self._read(
             key, lambda n, r: n if self._call(n, Op.EXISTS, r)[0].size else _missing(key)
@@ -513,6 +570,7 @@ class Job:
     def close(self) -> None:
         """Close connections (the job's data stays stored until purged)."""
         if self._owns_client:
+            stripes.shutdown(self.client)
             self.client.close()
 
     def __enter__(self) -> Job:

@@ -150,8 +150,9 @@ class Flag:
     MORE = 8  # STREAM_PUT: more chunks follow; LIST response: more pages follow
     SHARED = 16  # SHM_GET response: the body is extents in the shared mapping, not the value
     PERSIST = 32  # PUT: write through to the node's persist tier; outlives the job's data
+    STRIPED = 64  # the value is a manifest of chunks stored under other keys (stripes.py)
     #: The flags a put stores with its value.
-    STORED = LZ4 | PERSIST
+    STORED = LZ4 | PERSIST | STRIPED
 
 
 class Status(enum.IntEnum):
