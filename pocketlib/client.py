@@ -22,7 +22,7 @@ from .errors import PocketError, PocketTimeoutError, RequestError, TransportErro
 from .job import Job, ObjectInfo
 from .protocol import Buffer, Flag, Op, ResponseHeader, decode_json, pack_request
 from .routing.weightmap import WeightMap
-from .ticket import Ticket
+from .ticket import DEFAULT_STRIPE_SIZE, Ticket
 from .transport import map_os_error
 
 if TYPE_CHECKING:
@@ -162,8 +162,11 @@ class Client:
             return h, result
 
     # -- direct mode --------------------------------------------------------------------------
-    def open_job(self, name: str) -> Job:
-        """Open (or create) job ``name`` on every node of direct mode; returns its handle."""
+    def open_job(self, name: str, *, stripe_size: int = DEFAULT_STRIPE_SIZE) -> Job:
+        """Open (or create) job ``name`` on every node of direct mode; returns its handle.
+
+        Values above ``stripe_size`` are split into chunks spread over the nodes.
+        """
         raw = name.encode()
         if not raw:
             raise RequestError("a job needs a name")
@@ -173,7 +176,8 @@ class Client:
         for node in self.nodes:
             _, token = self.call(node, Op.JOB_OPEN, raw)
             tokens[node] = bytes(token)
-        ticket = Ticket(name, name, b"", (WeightMap(1, dict.fromkeys(self.nodes, 1.0)),))
+        maps = (WeightMap(1, dict.fromkeys(self.nodes, 1.0)),)
+        ticket = Ticket(name, name, b"", maps, stripe_size=stripe_size)
         return Job(self, ticket, tokens)
 
     # -- with a controller --------------------------------------------------------------------
@@ -258,15 +262,23 @@ class Client:
         self.close()
 
 
-def connect(nodes: Sequence[str | Address], job: str, *, timeouts: Timeouts | None = None) -> Job:
+def connect(
+    nodes: Sequence[str | Address],
+    job: str,
+    *,
+    timeouts: Timeouts | None = None,
+    stripe_size: int = DEFAULT_STRIPE_SIZE,
+) -> Job:
     """Connect to fixed ``nodes`` ("host:port") and open ``job`` on them (direct mode).
+
+    With several nodes, values above ``stripe_size`` are split into chunks spread over them.
 
     >>> with pocketlib.connect(["127.0.0.1:7000"], job="sort") as job:   # doctest: +SKIP
     ...     job.put("part-0", b"...")
     """
     client = Client(list(nodes), timeouts=timeouts)
     try:
-        handle = client.open_job(job)
+        handle = client.open_job(job, stripe_size=stripe_size)
     except BaseException:
         client.close()
         raise

@@ -8,6 +8,7 @@ job's stripe size is striped over its nodes (:mod:`pocketlib.stripes`).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import sys
 from collections import defaultdict
@@ -130,7 +131,19 @@ class Job:
 
     def _read(self, key: str, fn: Callable[[str, bytes], T]) -> T:
         """``fn(node, raw_key)`` on the node holding ``key``: with several weight-map
-        versions, the newest version's node first, then each older one's on a miss."""
+        versions, the newest version's node first, then each older one's on a miss.
+
+        A node that cannot be reached makes the job refresh its ticket once (it may have been
+        retired or found dead since) and try again.
+        """
+        try:
+            return self._read_once(key, fn)
+        except ConnectError:
+            if not self._refreshed():
+                raise
+        return self._read_once(key, fn)
+
+    def _read_once(self, key: str, fn: Callable[[str, bytes], T]) -> T:
         raw = validate_key(key)
         if self._single:
             return fn(self._node_for(raw), raw)
@@ -223,7 +236,12 @@ class Job:
                 return self._read(key, self._take_newest)
             return self._read(key, lambda n, r: self._get_at(n, r, False))
         raw = validate_key(key)
-        return self._get_at(self._node_for(raw), raw, delete_after_read)
+        try:
+            return self._get_at(self._node_for(raw), raw, delete_after_read)
+        except ConnectError:  # a node retired or replaced since this ticket was issued?
+            if not self._refreshed():
+                raise
+        return self.get(key, delete_after_read=delete_after_read)
 
     def _take_newest(self, node: str, raw: bytes) -> bytes:
         value = self._get_at(node, raw, True)
@@ -521,7 +539,8 @@ class Job:
     def _delete_older(self, raw: bytes, nodes: Iterable[str]) -> None:
         """Delete copies of a key that older weight-map versions placed elsewhere."""
         for node in nodes:
-            self._delete_at(node, raw)
+            with contextlib.suppress(ConnectError):  # a node that is gone took its copy along
+                self._delete_at(node, raw)
 
     # -- streams ------------------------------------------------------------------------------
     def writer(

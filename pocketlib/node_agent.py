@@ -112,12 +112,14 @@ class ControllerLink:
         moved = stats["bytes_in"] + stats["bytes_out"]
         then, cpu_then, moved_then = self._last
         self._last = (now, cpu_now, moved)
-        elapsed = max(now - then, 1e-3)
+        # Rates need an interval: the first heartbeat, right after start, reports none (the
+        # CPU of a just-started process over a few milliseconds would read as several cores).
+        elapsed = now - then if self.beats else float("inf")
         tier = stats["tier"]
         return {
             **self._identity(),
-            "cpu": (cpu_now - cpu_then) / elapsed,
-            "net": max(0, moved - moved_then) / elapsed,
+            "cpu": (cpu_now - cpu_then) / elapsed if elapsed > 0 else 0.0,
+            "net": max(0, moved - moved_then) / elapsed if elapsed > 0 else 0.0,
             "used": tier["used"],
             "jobs": tier["used_by_job"],
             "requests": stats["job_ops"],

@@ -326,7 +326,7 @@ def test_a_cold_tier_shrinks_jobs_off_a_node_and_stops_it_once_its_data_is_gone(
         wait_until(lambda: job.refresh() or gone not in job.ticket.maps[-1].weights)
         assert gone not in job.ticket.maps[-1].weights  # new data goes elsewhere
         on_gone = [k for k in keys if stale.router.write_node(k.encode()) == gone]
-        assert on_gone
+        assert on_gone, (gone, dict(stale.ticket.maps[-1].weights), job.ticket)
         for k in keys:  # data is never migrated: what the node holds is read from it
             assert job.get(k) == k.encode()
         wait_until(lambda: client.node_stats([gone])[gone]["draining"], what="the node to know")

@@ -544,7 +544,8 @@ def keys_on(job: pocketlib.Job, node: str, prefix: str, n: int) -> list[str]:
 
 def test_put_many_tries_every_item_before_raising(two_nodes: list[NodeProcess]) -> None:
     addresses = [str(n.address) for n in two_nodes]
-    with pocketlib.connect(addresses, job="put-many-errors") as job:
+    # Not striped: each big value must land whole on the first node.
+    with pocketlib.connect(addresses, job="put-many-errors", stripe_size=1 << 30) as job:
         try:
             first, second = addresses
             on_first = keys_on(job, first, "big/", 2)
