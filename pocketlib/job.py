@@ -12,7 +12,7 @@ import contextlib
 import heapq
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -23,12 +23,12 @@ from .batch import BATCH_BYTES, pipeline
 from .connection import Connection
 from .errors import (
     ChecksumError,
-    ConnectError,
     DrainingError,
     NodeLostError,
     NotFoundError,
     PocketError,
     RequestError,
+    TransportError,
     error_for_status,
 )
 from .protocol import (
@@ -136,12 +136,7 @@ class Job:
         A node that cannot be reached makes the job refresh its ticket once (it may have been
         retired or found dead since) and try again.
         """
-        try:
-            return self._read_once(key, fn)
-        except ConnectError:
-            if not self._refreshed():
-                raise
-        return self._read_once(key, fn)
+        return self._fresh(lambda: self._read_once(key, fn))
 
     def _read_once(self, key: str, fn: Callable[[str, bytes], T]) -> T:
         raw = validate_key(key)
@@ -184,7 +179,7 @@ class Job:
         """
         try:
             self._put(key, data, ttl, compress, persist)
-        except (DrainingError, ConnectError):
+        except (DrainingError, TransportError):
             if not self._refreshed():
                 raise
             self._put(key, data, ttl, compress, persist)
@@ -198,6 +193,16 @@ class Job:
             return self.refresh()
         except PocketError:
             return False
+
+    def _fresh(self, fn: Callable[[], T]) -> T:
+        """``fn()``; if a node cannot be reached, once more after refreshing the ticket (the
+        node may have been retired or found dead since this ticket was issued)."""
+        try:
+            return fn()
+        except TransportError:
+            if not self._refreshed():
+                raise
+        return fn()
 
     def _put(
         self, key: str, data: Buffer, ttl: float | None, compress: bool, persist: bool
@@ -238,7 +243,7 @@ class Job:
         raw = validate_key(key)
         try:
             return self._get_at(self._node_for(raw), raw, delete_after_read)
-        except ConnectError:  # a node retired or replaced since this ticket was issued?
+        except TransportError:  # a node retired or replaced since this ticket was issued?
             if not self._refreshed():
                 raise
         return self.get(key, delete_after_read=delete_after_read)
@@ -387,16 +392,24 @@ class Job:
     def exists(self, key: str) -> bool:
         """Whether ``key`` is stored."""
         raw = validate_key(key)
-        nodes = [self._node_for(raw)] if self._single else self.router.read_nodes(raw)
-        return any(self._call(n, Op.EXISTS, raw)[0].size for n in nodes if n not in self._gone)
+
+        def ask() -> bool:
+            nodes = [self._node_for(raw)] if self._single else self.router.read_nodes(raw)
+            return any(self._call(n, Op.EXISTS, raw)[0].size for n in nodes if n not in self._gone)
+
+        return self._fresh(ask)
 
     def delete(self, key: str) -> bool:
         """Delete ``key``; returns whether it existed (a missing key is not an error)."""
         raw = validate_key(key)
-        nodes = [self._node_for(raw)] if self._single else self.router.read_nodes(raw)
-        # Every version's copy goes, or an older one would resurface.
-        found = [self._delete_at(n, raw) for n in nodes if n not in self._gone]
-        return any(found)
+
+        def delete() -> bool:
+            nodes = [self._node_for(raw)] if self._single else self.router.read_nodes(raw)
+            # Every version's copy goes, or an older one would resurface.
+            found = [self._delete_at(n, raw) for n in nodes if n not in self._gone]
+            return any(found)
+
+        return self._fresh(delete)
 
     def _delete_at(self, node: str, raw: bytes) -> bool:
         if self._may_stripe:  # a striped value's chunks go with it
@@ -414,7 +427,12 @@ class Job:
     def _list_node(self, node: str, prefix: bytes, page_size: int) -> Iterator[str]:
         cursor = b""
         while True:
-            h, body = self._call(node, Op.LIST, prefix, body=[cursor], arg=page_size)
+            try:
+                h, body = self._call(node, Op.LIST, prefix, body=[cursor], arg=page_size)
+            except TransportError:
+                if self._refreshed() and node in self._gone and node not in self._lost:
+                    return  # retired once it held none of the job's data
+                raise
             keys = decode_keys(body)
             yield from (k.decode() for k in keys if b"\0" not in k or not stripes.is_chunk_key(k))
             if not (h.flags & Flag.MORE) or not keys:
@@ -425,7 +443,9 @@ class Job:
         """Delete every key starting with ``prefix``; returns how many objects were deleted
         (each chunk of a striped value counts as one)."""
         raw = validate_prefix(prefix)
-        return sum(self._call(node, Op.DELETE_PREFIX, raw)[0].size for node in self._live_nodes)
+        return self._fresh(
+            lambda: sum(self._call(n, Op.DELETE_PREFIX, raw)[0].size for n in self._live_nodes)
+        )
 
     def put_many(
         self,
@@ -441,7 +461,7 @@ class Job:
         """
         try:
             self._put_many(items, ttl, compress, persist)
-        except (DrainingError, ConnectError):
+        except (DrainingError, TransportError):
             if not self._refreshed():
                 raise
             self._put_many(items, ttl, compress, persist)  # puts are idempotent: all again
@@ -495,17 +515,28 @@ class Job:
 
     def get_many(self, keys: Iterable[str], *, delete_after_read: bool = False) -> dict[str, bytes]:
         """Values of the keys that exist (missing keys are left out), batched and pipelined."""
+        wanted = [validate_key(key) for key in keys]
+        out: dict[str, bytes] = {}
+        try:
+            self._get_many(wanted, delete_after_read, out)
+        except TransportError:  # (values already taken are kept: delete-after-read is done)
+            if not self._refreshed():
+                raise
+            self._get_many([r for r in wanted if r.decode() not in out], delete_after_read, out)
+        return out
+
+    def _get_many(
+        self, wanted: Sequence[bytes], delete_after_read: bool, out: dict[str, bytes]
+    ) -> None:
         # Round r asks each key's r-th candidate node (newest weight map first); a job with
         # one weight-map version has one round.
         candidates: dict[bytes, list[str]] = {}
-        for key in keys:
-            raw = validate_key(key)
+        for raw in wanted:
             if self._single:
                 candidates[raw] = [self._node_for(raw)]
             else:
                 candidates[raw] = [n for n in self.router.read_nodes(raw) if n not in self._gone]
         flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
-        out: dict[str, bytes] = {}
         round_ = 0
         while candidates:
             per_node: dict[str, list[Entry]] = defaultdict(list)
@@ -534,12 +565,11 @@ class Job:
                         self._delete_older(e.key, candidates[e.key][round_ + 1 :])
                     del candidates[e.key]
             round_ += 1
-        return out
 
     def _delete_older(self, raw: bytes, nodes: Iterable[str]) -> None:
         """Delete copies of a key that older weight-map versions placed elsewhere."""
         for node in nodes:
-            with contextlib.suppress(ConnectError):  # a node that is gone took its copy along
+            with contextlib.suppress(TransportError):  # a node that is gone took its copy along
                 self._delete_at(node, raw)
 
     # -- streams ------------------------------------------------------------------------------
@@ -581,10 +611,8 @@ class Job:
 
     def purge(self) -> int:
         """Delete every object of this job on every node and close the job there."""
-        total = 0
-        for node in self._live_nodes:
-            total += self._call(node, Op.JOB_DELETE)[0].size
-        return total
+        return self._fresh(lambda: sum(self._call(n, Op.JOB_DELETE)[0].size
+                                       for n in self._live_nodes))  # fmt: skip
 
     def close(self) -> None:
         """Close connections (the job's data stays stored until purged)."""

@@ -336,10 +336,17 @@ def test_a_cold_tier_shrinks_jobs_off_a_node_and_stops_it_once_its_data_is_gone(
         # The node still holds the job's data, so it stays (three ticks at least).
         time.sleep(0.5)
         assert gone in {n["address"] for n in client.status()["nodes"]}
+        before_stop = client.attach(job.ticket)  # will not know the node was retired
         for k in on_gone:
             job.delete(k)
         wait_until(lambda: gone not in {n["address"] for n in client.status()["nodes"]},
                    what="the drained node to stop")  # fmt: skip
+        # Every operation that would have asked the stopped node refreshes and carries on.
+        kept = [k for k in keys if k not in on_gone]
+        assert before_stop.get_many(kept + on_gone[1:3]) == {k: k.encode() for k in kept}
+        assert not before_stop.exists(on_gone[1])
+        assert sorted(before_stop.list()) == sorted(kept)
+        assert not before_stop.delete(on_gone[2])
         job.refresh()
         assert gone in job.ticket.retired
         for k in keys:
