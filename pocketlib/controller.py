@@ -338,7 +338,7 @@ class Controller:
             self.closed.append(job_id)
             self._closed_set = set(self.closed)
             nodes = {n.address: n for n in self.nodes.values()}
-            addresses = sorted({a for m in job.maps for a in m.weights} - job.lost)
+            addresses = sorted({a for m in job.maps for a in m.weights} - job.lost - job.retired)
             for handle in job.pending:
                 log.info("node %s was started for %s; the autoscaler will drain it", handle,
                          job_id)  # fmt: skip
