@@ -296,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-capacity", default="128MiB")
     parser.add_argument("--node-bandwidth", default="100MB/s")
     parser.add_argument("--png", default="docs/autoscaling.png")
-    parser.add_argument("--time-scale", type=float, default=1.0,
-                        help="stretch the 100-s schedule (3 is the paper's five minutes)")  # fmt: skip
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0,
+        help="stretch the 100-s schedule (3 is the paper's five minutes)",
+    )  # fmt: skip
     parser.add_argument("--scale-down-delay", type=float, default=5.0,
                         help="seconds a tier stays cold before a drain")  # fmt: skip
     parser.add_argument("--out", default=None, help="report path (default: benchmarks/results/"
