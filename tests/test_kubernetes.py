@@ -29,6 +29,7 @@ import pytest
 kubernetes = pytest.importorskip("kubernetes")
 yaml = pytest.importorskip("yaml")
 
+from pocketlib.cli import build_parser  # noqa: E402
 from pocketlib.config import Address  # noqa: E402
 from pocketlib.errors import ConfigError, ConnectError, PocketError, ServerError  # noqa: E402
 from pocketlib.kubernetes import SHM_SLACK, KubernetesProvisioner, PodResources  # noqa: E402
@@ -227,7 +228,6 @@ def test_pod_is_valid_for_the_client_models(server: FakeApiServer, make: Any) ->
 
 def test_command_parses_with_the_node_cli(server: FakeApiServer, make: Any) -> None:
     """The command, with $(POD_IP) expanded as the kubelet does, is a valid ``pocket node``."""
-    from pocketlib.cli import build_parser
     from pocketlib.config import parse_size, parse_throughput
 
     pod = start(server, make(), NodeSpec("dram", GiB, 1_250_000_000))
@@ -489,10 +489,18 @@ def test_manifests_parse_and_fit_together() -> None:
     )
     assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
     (container,) = pod["spec"]["containers"]
-    assert container["command"] == [
-        "pocket", "controller", "--host", "0.0.0.0", "--port", "7070",
-        "--provisioner", "kubernetes", "--namespace", "pocket",
-    ]  # fmt: skip
+    assert container["command"][:2] == ["pocket", "controller"]
+    args = build_parser().parse_args(container["command"][1:])
+    assert (args.host, args.port, args.provisioner) == ("0.0.0.0", 7070, "kubernetes")
+    assert args.namespace == pod["metadata"].get("namespace", "pocket")
+    # Nodes and clients dial the Service, which must be the address advertised.
+    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    assert Address.parse(args.advertise) == Address(f"{name}.{namespace}.svc", 7070)
+    assert args.image == container["image"]
+    (env,) = container["env"]
+    assert env["valueFrom"]["secretKeyRef"] == {
+        "name": "pocket-secret", "key": "secret", "optional": True,
+    }  # fmt: skip
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     (port,) = service["spec"]["ports"]
     assert port["port"] == 7070
