@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import statistics
 import sys
 import threading
@@ -250,6 +251,9 @@ def report(exp: Experiment, plans: list[JobPlan], png: Path, command: str) -> st
     """The markdown report."""
     used, static, peak = exp.node_seconds()
     alloc_ts, used_ts, static_ts = exp.throughput_seconds()
+    duration = exp.samples[-1]["t"] - exp.samples[0]["t"]
+    per_node = max(s["bandwidth"] / max(sum(s["nodes"].values()), 1) for s in exp.samples)
+    demand_peak = math.ceil(max(s["alloc_throughput"] for s in exp.samples) / per_node - 1e-9)
     counts: list[int] = []
     for s in exp.samples:
         n = sum(s["nodes"].values())
@@ -273,6 +277,9 @@ def report(exp: Experiment, plans: list[JobPlan], png: Path, command: str) -> st
         f"- Node-seconds used: {used:.0f}; a static fleet of the peak ({peak} nodes) for the same "
         f"{exp.samples[-1]['t'] - exp.samples[0]['t']:.0f} s: {static:.0f}; "
         f"**ratio {used / static:.2f}** (target <= 0.50)",
+        f"- Against a static fleet sized for the jobs' declared peak ({demand_peak} nodes: the "
+        f"largest allocated throughput over a node's bandwidth): {demand_peak * duration:.0f} "
+        f"node-seconds, ratio **{used / (demand_peak * duration):.2f}**",
         f"- Throughput-seconds: allocated {alloc_ts / 1e9:.1f} GB, used {used_ts / 1e9:.1f} GB, "
         f"a static fleet's bandwidth {static_ts / 1e9:.1f} GB: allocated/static "
         f"**{alloc_ts / static_ts:.2f}**, used/static {used_ts / static_ts:.2f}",
