@@ -75,14 +75,16 @@ class Ledger:
             for tier, n in nodes_per_tier.items():
                 self.fleet[tier] = self.fleet.get(tier, 0.0) + n * seconds
 
+    def usage_of(self, job: str, tiers: Mapping[str, TierSpec]) -> dict[str, Any]:
+        """One job's usage and cost per tier, JSON-ready (what deregistration returns)."""
+        with self._lock:
+            return {tier: _priced(u, tiers.get(tier)) for tier, u in self.jobs.get(job, {}).items()}
+
     def report(self, tiers: Mapping[str, TierSpec]) -> dict[str, Any]:
         """Usage and cost per job and for the fleet, JSON-ready."""
         with self._lock:
             jobs = {
-                job: {
-                    tier: {**asdict(u), "cost": u.cost(tiers[tier]) if tier in tiers else None}
-                    for tier, u in per_tier.items()
-                }
+                job: {tier: _priced(u, tiers.get(tier)) for tier, u in per_tier.items()}
                 for job, per_tier in self.jobs.items()
             }
             fleet = {
@@ -110,3 +112,13 @@ class Ledger:
             ledger.jobs[job] = {tier: Usage(**u) for tier, u in per.items()}
         ledger.fleet = {t: float(s) for t, s in data.get("fleet", {}).items()}
         return ledger
+
+
+def _priced(u: Usage, spec: TierSpec | None) -> dict[str, Any]:
+    # Written out rather than dataclasses.asdict, which deep-copies: status and deregistration
+    # call this for every job.
+    return {
+        "capacity_s": u.capacity_s, "used_capacity_s": u.used_capacity_s,
+        "throughput_s": u.throughput_s, "requests": u.requests, "seconds": u.seconds,
+        "cost": u.cost(spec) if spec is not None else None,
+    }  # fmt: skip
