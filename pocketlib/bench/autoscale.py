@@ -284,8 +284,8 @@ def report(exp: Experiment, plans: list[JobPlan], png: Path, command: str) -> st
         f"a static fleet's bandwidth {static_ts / 1e9:.1f} GB: allocated/static "
         f"**{alloc_ts / static_ts:.2f}**, used/static {used_ts / static_ts:.2f}",
         f"- register_job: p50 {statistics.median(exp.register_ms):.1f} ms, max "
-        f"{max(exp.register_ms):.1f} ms over {len(exp.register_ms)} registrations (none waits "
-        "for a node to start)",
+        f"{max(exp.register_ms):.1f} ms over {len(exp.register_ms)} registrations ("
+        f"{', '.join(f'{ms:.1f}' for ms in exp.register_ms)} ms; none waits for a node to start)",
         "", "Autoscaling decisions:", "",
     ]  # fmt: skip
     lines += [f"- {d['t']:6.1f} s: {d['decision']}" for d in exp.decisions]
