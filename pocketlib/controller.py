@@ -4,7 +4,8 @@ It turns a job's hints into an allocation on the cheapest tier that serves it (s
 :mod:`pocketlib.routing.allocation`), hands the job a :class:`~pocketlib.ticket.Ticket`, and
 keeps the fleet inside its utilization band (:mod:`pocketlib.routing.autoscale`). It never
 touches data: clients route keys themselves, and the controller talks to nodes only to free a
-deregistered job's data. :mod:`pocketlib.control_server` serves it over TCP.
+deregistered job's data. :mod:`pocketlib.control_server` serves it over TCP; its records and
+state file are in :mod:`pocketlib.control_state`.
 
 Concurrency: one lock over the state; nothing slow (network calls, process starts) runs under
 it, so registering a job never waits for a node to start unless no running node can take any
@@ -13,7 +14,6 @@ of the job (then only that registration waits, bounded by ``start_timeout``).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -22,13 +22,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from .accounting import Ledger
 from .auth import job_token, node_token, verify
 from .client import Client
 from .config import FUNCTION_THROUGHPUT, MAX_JOB_BYTES, Address, JobHints, format_size
+from .control_state import (
+    CLOSED_MEMORY,
+    JobRecord,
+    NodeRecord,
+    encode_state,
+    load_state,
+    node_loads,
+    save_state,
+)
 from .errors import CapacityError, ConfigError, PocketError, TokenError, UnknownJobError
 from .protocol import Op, decode_json
 from .provisioners import NodeSpec, Provisioner
@@ -44,58 +52,12 @@ from .routing.allocation import (
 )
 from .routing.autoscale import Band, Decision, decide
 from .routing.weightmap import WeightMap
+from .status import snapshot, timeline_sample
 from .ticket import DEFAULT_STRIPE_SIZE, Ticket
 
-__all__ = ["Controller"]
+__all__ = ["Controller", "JobRecord", "NodeRecord"]
 
 log = logging.getLogger("pocketlib.controller")
-
-#: Deregistered job ids remembered (to tell late nodes to drop their data).
-_CLOSED_MEMORY = 10_000
-
-
-@dataclass(slots=True)
-class NodeRecord:
-    """A registered node."""
-
-    name: str
-    address: str
-    tier: str
-    capacity: int
-    bandwidth: int
-    state: str = "active"  # active | draining | dead
-    last_seen: float = 0.0
-    cpu: float = 0.0
-    net: float = 0.0
-    used: int = 0
-    job_bytes: dict[str, int] = field(default_factory=dict)
-    requests: dict[str, int] = field(default_factory=dict)
-    #: Launched by the provisioner (so the controller may stop it).
-    provisioned: bool = False
-    #: Heartbeats in a row reporting that it refuses new data (draining).
-    drain_beats: int = 0
-
-
-@dataclass(slots=True)
-class JobRecord:
-    """A registered job."""
-
-    id: str
-    name: str
-    hints: JobHints
-    demand: Demand
-    maps: list[WeightMap]
-    #: Per node name: (throughput, capacity) allocated there.
-    alloc: dict[str, tuple[int, int]] = field(default_factory=dict)
-    #: Per node still starting (provisioner handle): fraction of the job it will take.
-    pending: dict[str, float] = field(default_factory=dict)
-    lost: set[str] = field(default_factory=set)
-    #: Nodes drained and stopped after the job's data on them was gone.
-    retired: set[str] = field(default_factory=set)
-    stripe_size: int = DEFAULT_STRIPE_SIZE
-    created: float = field(default_factory=time.time)
-    #: When the ledger last charged the job (monotonic clock).
-    charged: float = field(default_factory=time.monotonic)
 
 
 class Controller:
@@ -141,7 +103,7 @@ class Controller:
         self.address: str | None = None
         self.nodes: dict[str, NodeRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
-        self.closed: deque[str] = deque(maxlen=_CLOSED_MEMORY)
+        self.closed: deque[str] = deque(maxlen=CLOSED_MEMORY)
         self._closed_set: set[str] = set()
         #: Provisioner handles still starting -> (tier, when started).
         self.starting: dict[str, tuple[str, float]] = {}
@@ -465,7 +427,7 @@ class Controller:
         demand = Demand(job.demand.tier, max(part[0], 1), max(part[1], 1), job.demand.bound, 0)
         placement = pack(demand, self._loads(demand.tier, "active"), spec)
         for name, share in placement.shares.items():
-            self._add_alloc(job, name, _charge(demand, share))
+            job.add_alloc(name, _charge(demand, share))
         rest = sum(placement.new_nodes)
         if rest > 0:
             fraction = part[0] / job.demand.throughput * rest
@@ -477,13 +439,8 @@ class Controller:
                     ld.name for ld in self._loads(demand.tier, "active")
                 ]
                 for name in targets:  # (none only if the tier has no active node at all)
-                    self._add_alloc(job, name, _charge(demand, rest / len(targets)))
+                    job.add_alloc(name, _charge(demand, rest / len(targets)))
         self._new_map(job)
-
-    @staticmethod
-    def _add_alloc(job: JobRecord, name: str, more: tuple[int, int]) -> None:
-        t, c = job.alloc.get(name, (0, 0))
-        job.alloc[name] = (t + more[0], c + more[1])
 
     def _expire_starting(self, now: float) -> None:
         for handle, (tier, started) in list(self.starting.items()):
@@ -504,19 +461,9 @@ class Controller:
             self.ledger.run_fleet(per_tier, elapsed)
         for job in self.jobs.values():
             self._charge(job, now)
-        live = [n for n in self.nodes.values() if n.state != "dead"]
-        self.timeline.append({
-            "t": time.time(),
-            "nodes": per_tier,
-            "starting": len(self.starting),
-            "alloc_throughput": sum(t for j in self.jobs.values() for t, _ in j.alloc.values()),
-            "alloc_capacity": sum(c for j in self.jobs.values() for _, c in j.alloc.values()),
-            "net": sum(n.net for n in live),
-            "used": sum(n.used for n in live),
-            "bandwidth": sum(n.bandwidth for n in live),
-            "capacity": sum(n.capacity for n in live),
-            "jobs": len(self.jobs),
-        })  # fmt: skip
+        self.timeline.append(
+            timeline_sample(per_tier, len(self.starting), self.nodes.values(), self.jobs.values())
+        )
 
     def _charge(self, job: JobRecord, now: float) -> None:
         elapsed, job.charged = now - job.charged, now
@@ -584,20 +531,7 @@ class Controller:
                         price)  # fmt: skip
 
     def _loads(self, tier: str, state: str) -> list[NodeLoad]:
-        loads = []
-        for node in self.nodes.values():
-            if node.tier != tier or node.state != state:
-                continue
-            load = NodeLoad(node.name, tier, node.capacity, node.bandwidth, cpu=node.cpu,
-                            net=node.net, used=node.used)  # fmt: skip
-            for job in self.jobs.values():
-                t, c = job.alloc.get(node.name, (0, 0))
-                load.alloc_throughput += t
-                load.alloc_capacity += c
-                if node.name in job.alloc or (job.maps and node.address in job.maps[-1].weights):
-                    load.jobs += 1
-            loads.append(load)
-        return loads
+        return node_loads(self.nodes.values(), self.jobs.values(), tier, state)
 
     def _fleet_size(self) -> int:
         return sum(1 for n in self.nodes.values() if n.state != "dead") + len(self.starting)
@@ -615,33 +549,10 @@ class Controller:
         with self.lock:
             loads = {ld.name: ld for t in {n.tier for n in self.nodes.values()}
                      for s in ("active", "draining") for ld in self._loads(t, s)}  # fmt: skip
-            nodes = [
-                {
-                    "name": n.name, "address": n.address, "tier": n.tier, "state": n.state,
-                    "capacity": n.capacity, "bandwidth": n.bandwidth, "cpu": n.cpu,
-                    "net": n.net, "used": n.used,
-                    "alloc_capacity": loads[n.name].alloc_capacity if n.name in loads else 0,
-                    "alloc_throughput": loads[n.name].alloc_throughput if n.name in loads else 0,
-                    "jobs": loads[n.name].jobs if n.name in loads else 0,
-                }
-                for n in sorted(self.nodes.values(), key=lambda n: n.name)
-            ]  # fmt: skip
-            jobs = [
-                {
-                    "id": j.id, "name": j.name, "tier": j.demand.tier, "bound": j.demand.bound,
-                    "throughput": j.demand.throughput, "capacity": j.demand.capacity,
-                    "nodes": len(j.alloc), "pending": len(j.pending),
-                    "version": j.maps[-1].version if j.maps else 0, "created": j.created,
-                    "used": sum(n.job_bytes.get(j.id, 0) for n in self.nodes.values()),
-                }
-                for j in self.jobs.values()
-            ]  # fmt: skip
-            decisions = [{"t": t, "decision": str(d), "figures": d.figures}
-                         for t, d in list(self.decisions)[-20:]]  # fmt: skip
-            starting = sorted(self.starting)
+            view = snapshot(self.nodes.values(), self.jobs.values(), loads, self.decisions,
+                            self.starting)  # fmt: skip
         return {
-            "address": self.address, "nodes": nodes, "starting": starting, "jobs": jobs,
-            "decisions": decisions, "usage": self.ledger.report(self._all_specs()),
+            "address": self.address, **view, "usage": self.ledger.report(self._all_specs()),
             "band": [self.band.low, self.band.high],
         }  # fmt: skip
 
@@ -655,40 +566,18 @@ class Controller:
         if not self.state_path:
             return
         with self.lock:
-            state = {
-                "secret": self.secret,
-                "jobs": [_job_state(j) for j in self.jobs.values()],
-                "nodes": [
-                    [n.name, n.address, n.tier, n.capacity, n.bandwidth, n.provisioned]
-                    for n in self.nodes.values()
-                    if n.state != "dead"
-                ],
-                "closed": list(self.closed),
-                "ledger": self.ledger.as_dict(),
-            }
-        tmp = f"{self.state_path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the secret
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f)
-        os.replace(tmp, self.state_path)
+            state = encode_state(self.secret, self.jobs.values(), self.nodes.values(),
+                                 self.closed, self.ledger)  # fmt: skip
+        save_state(self.state_path, state)
 
     def _load(self, path: str) -> None:
-        with open(path) as f:
-            state = json.load(f)
-        self.secret = state["secret"]
-        self._secret = self.secret.encode()
-        for data in state.get("jobs", []):
-            job = _job_from_state(data)
-            self.jobs[job.id] = job
-        self.closed.extend(state.get("closed", []))
+        saved = load_state(path)
+        self.secret, self._secret = saved.secret, saved.secret.encode()
+        self.jobs.update(saved.jobs)
+        self.closed.extend(saved.closed)
         self._closed_set = set(self.closed)
-        self.ledger = Ledger.from_dict(state.get("ledger", {}))
-        # Nodes come back as they were, and as alive as a node that just sent a heartbeat:
-        # those that do not send one within dead_after are found dead like any other.
-        now = time.monotonic()
-        for name, address, tier, capacity, bandwidth, provisioned in state.get("nodes", []):
-            self.nodes[name] = NodeRecord(name, address, tier, capacity, bandwidth,
-                                          last_seen=now, provisioned=provisioned)  # fmt: skip
+        self.ledger = saved.ledger
+        self.nodes.update(saved.nodes)
         log.info("state loaded from %s: %d job(s)", path, len(self.jobs))
 
 
@@ -712,27 +601,3 @@ def _positive(body: Mapping[str, Any], name: str) -> int:
 
 def _figures(figures: Mapping[str, float]) -> str:
     return " ".join(f"{k}={v:.2f}" for k, v in figures.items())
-
-
-def _job_state(job: JobRecord) -> dict[str, Any]:
-    d = job.demand
-    return {
-        "id": job.id, "name": job.name, "hints": job.hints.as_dict(),
-        "demand": [d.tier, d.throughput, d.capacity, d.bound, d.nodes],
-        "maps": [m.as_dict() for m in job.maps], "alloc": job.alloc,
-        "lost": sorted(job.lost), "retired": sorted(job.retired),
-        "stripe_size": job.stripe_size, "created": job.created,
-    }  # fmt: skip
-
-
-def _job_from_state(data: Mapping[str, Any]) -> JobRecord:
-    tier, throughput, capacity, bound, nodes = data["demand"]
-    return JobRecord(
-        id=data["id"], name=data["name"], hints=JobHints.from_dict(data["hints"]),
-        demand=Demand(tier, throughput, capacity, bound, nodes),
-        maps=[WeightMap.from_dict(m) for m in data["maps"]],
-        alloc={k: (int(v[0]), int(v[1])) for k, v in data["alloc"].items()},
-        lost=set(data.get("lost", ())), retired=set(data.get("retired", ())),
-        stripe_size=int(data["stripe_size"]),
-        created=float(data["created"]),
-    )  # fmt: skip

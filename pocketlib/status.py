@@ -1,14 +1,79 @@
-"""``pocket status``: the controller's view as text tables (nodes, jobs, usage, decisions)."""
+"""``pocket status``: the controller's view of nodes, jobs and decisions, as a dict and as
+text tables; and the per-tick samples of its timeline."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .config import format_rate, format_size
 
-__all__ = ["render"]
+if TYPE_CHECKING:
+    from .control_state import JobRecord, NodeRecord
+    from .routing.allocation import NodeLoad
+    from .routing.autoscale import Decision
+
+__all__ = ["render", "snapshot", "timeline_sample"]
+
+
+def timeline_sample(
+    per_tier: Mapping[str, int],
+    starting: int,
+    nodes: Iterable[NodeRecord],
+    jobs: Collection[JobRecord],
+) -> dict[str, Any]:
+    """One tick's sample of the controller's timeline: what the fleet had (``per_tier``:
+    nodes not dead), allocated and used (for plots)."""
+    live = [n for n in nodes if n.state != "dead"]
+    return {
+        "t": time.time(),
+        "nodes": per_tier,
+        "starting": starting,
+        "alloc_throughput": sum(t for j in jobs for t, _ in j.alloc.values()),
+        "alloc_capacity": sum(c for j in jobs for _, c in j.alloc.values()),
+        "net": sum(n.net for n in live),
+        "used": sum(n.used for n in live),
+        "bandwidth": sum(n.bandwidth for n in live),
+        "capacity": sum(n.capacity for n in live),
+        "jobs": len(jobs),
+    }
+
+
+def snapshot(
+    nodes: Collection[NodeRecord],
+    jobs: Iterable[JobRecord],
+    loads: Mapping[str, NodeLoad],
+    decisions: Iterable[tuple[float, Decision]],
+    starting: Iterable[str],
+) -> dict[str, Any]:
+    """The nodes, starting nodes, jobs and latest decisions of the controller's status (call
+    it under the controller's lock: it reads the records as they are)."""
+    node_rows = [
+        {
+            "name": n.name, "address": n.address, "tier": n.tier, "state": n.state,
+            "capacity": n.capacity, "bandwidth": n.bandwidth, "cpu": n.cpu,
+            "net": n.net, "used": n.used,
+            "alloc_capacity": loads[n.name].alloc_capacity if n.name in loads else 0,
+            "alloc_throughput": loads[n.name].alloc_throughput if n.name in loads else 0,
+            "jobs": loads[n.name].jobs if n.name in loads else 0,
+        }
+        for n in sorted(nodes, key=lambda n: n.name)
+    ]  # fmt: skip
+    job_rows = [
+        {
+            "id": j.id, "name": j.name, "tier": j.demand.tier, "bound": j.demand.bound,
+            "throughput": j.demand.throughput, "capacity": j.demand.capacity,
+            "nodes": len(j.alloc), "pending": len(j.pending),
+            "version": j.maps[-1].version if j.maps else 0, "created": j.created,
+            "used": sum(n.job_bytes.get(j.id, 0) for n in nodes),
+        }
+        for j in jobs
+    ]  # fmt: skip
+    latest = [{"t": t, "decision": str(d), "figures": d.figures}
+              for t, d in list(decisions)[-20:]]  # fmt: skip
+    return {"nodes": node_rows, "starting": sorted(starting), "jobs": job_rows,
+            "decisions": latest}  # fmt: skip
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
