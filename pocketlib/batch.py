@@ -1,6 +1,9 @@
 """Many small values in few frames: MULTI-PUT / MULTI-GET batches, pipelined on one connection.
 
-Entries are grouped into frames of at most :data:`BATCH_KEYS` keys or :data:`BATCH_BYTES` bytes,
+:func:`put_many` and :func:`get_many` are :class:`~pocketlib.job.Job`'s: they group a job's
+items per node (a large value travels alone, or striped), and a get_many over several
+weight-map versions asks each key's nodes round by round, newest version first. Entries are
+grouped into frames of at most :data:`BATCH_KEYS` keys or :data:`BATCH_BYTES` bytes,
 and up to :data:`WINDOW` frames are sent before the first answer is read, so a thousand small
 puts cost a few round trips. The window bounds how much the node may have to answer while the
 client is still sending, so neither side's socket buffers fill up and stall the other.
@@ -8,17 +11,121 @@ client is still sending, so neither side's socket buffers fill up and stall the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
+from . import stripes
 from .connection import Connection, NodePool
-from .protocol import Entry, Op, decode_entries, encode_entries, encode_keys, encode_request
+from .errors import ChecksumError, NotFoundError, PocketError, error_for_status
+from .protocol import (
+    Buffer,
+    Entry,
+    Flag,
+    Op,
+    checksum,
+    decode_entries,
+    encode_entries,
+    encode_keys,
+    encode_request,
+)
 
-__all__ = ["BATCH_BYTES", "BATCH_KEYS", "WINDOW", "pipeline"]
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ["BATCH_BYTES", "BATCH_KEYS", "WINDOW", "get_many", "pipeline", "put_many"]
 
 #: Bounds of one MULTI-PUT / MULTI-GET frame, and frames in flight per connection.
 BATCH_BYTES = 4 * 1024 * 1024
 BATCH_KEYS = 1000
 WINDOW = 8
+
+
+def put_many(
+    job: Job, items: Mapping[str, Buffer], ttl_ms: int, compress: bool, persist: bool
+) -> None:
+    """Store ``items`` for ``job``, batched per node; the first error once every item was
+    tried (items that succeeded stay stored)."""
+    per_node: dict[str, list[Entry]] = defaultdict(list)
+    large: list[tuple[str, Entry]] = []
+    for key, data in items.items():
+        node, raw, view, flags = job._encode(key, data, compress, persist)
+        if len(view) > job._stripe_above:  # striped: no one node
+            large.append(("", Entry(raw, view, 0, flags)))
+            continue
+        entry = Entry(raw, view, 0, flags, checksum(view))
+        if len(view) > BATCH_BYTES:  # a value larger than a batch travels alone
+            large.append((node, entry))
+        else:
+            per_node[node].append(entry)
+    first_error: PocketError | None = None
+    for node, entries in per_node.items():
+        try:
+            for result in pipeline(
+                job.client.pools[node],
+                Op.MULTI_PUT,
+                job._job,
+                job._tokens[node],
+                entries,
+                ttl_ms=ttl_ms,
+            ):
+                if result.status and first_error is None:
+                    first_error = error_for_status(result.status, bytes(result.value).decode())
+        except PocketError as exc:  # this node failed; the others still get their items
+            first_error = first_error or exc
+    for node, e in large:
+        try:
+            if not node:
+                stripes.put(job, e.key, e.value, e.flags, ttl_ms)
+                continue
+            job.client.call(
+                node, Op.PUT, job._job, job._tokens[node], e.key, body=(e.value,),
+                flags=e.flags, ttl_ms=ttl_ms, value_checksum=e.checksum,
+            )  # fmt: skip
+        except PocketError as exc:
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
+
+
+def get_many(
+    job: Job, wanted: Sequence[bytes], delete_after_read: bool, out: dict[str, bytes]
+) -> None:
+    """Put the values of the ``wanted`` keys that exist into ``out`` (by key)."""
+    # Round r asks each key's r-th candidate node (newest weight map first); a job with
+    # one weight-map version has one round.
+    candidates: dict[bytes, list[str]] = {}
+    for raw in wanted:
+        if job._single:
+            candidates[raw] = [job._node_for(raw)]
+        else:
+            candidates[raw] = [n for n in job.router.read_nodes(raw) if n not in job._gone]
+    flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
+    round_ = 0
+    while candidates:
+        per_node: dict[str, list[Entry]] = defaultdict(list)
+        for raw, nodes in candidates.items():
+            if round_ < len(nodes):
+                per_node[nodes[round_]].append(Entry(raw, b""))
+        if not per_node:
+            break
+        for node, entries in per_node.items():
+            for e in pipeline(
+                job.client.pools[node], Op.MULTI_GET, job._job, job._tokens[node],
+                entries, flags=flags,
+            ):  # fmt: skip
+                if e.status:
+                    if e.status == NotFoundError.status:  # missing keys are left out
+                        continue
+                    raise error_for_status(e.status, bytes(e.value).decode())
+                key = e.key.decode()
+                if checksum(e.value) != e.checksum:
+                    raise ChecksumError(f"checksum mismatch reading {key!r}")
+                out[key] = job._value(e.flags, e.key, e.value, delete_after_read)
+                if delete_after_read and len(candidates[e.key]) > round_ + 1:
+                    job._delete_older(e.key, candidates[e.key][round_ + 1 :])
+                del candidates[e.key]
+        round_ += 1
 
 
 def pipeline(

@@ -3,7 +3,8 @@
 Writes route by the newest weight map; reads look at the newest version's node first and at
 older versions' nodes on a miss, so a key written before the job's placement changed is still
 found. Every value is checked against the checksum its writer computed. A value above the
-job's stripe size is striped over its nodes (:mod:`pocketlib.stripes`).
+job's stripe size is striped over its nodes (:mod:`pocketlib.stripes`); put_many and get_many
+batch per node (:mod:`pocketlib.batch`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ from __future__ import annotations
 import contextlib
 import heapq
 import sys
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import lz4.block
 
-from . import shared, stripes
-from .batch import BATCH_BYTES, pipeline
+from . import batch, shared, stripes
 from .connection import Connection
 from .errors import (
     ChecksumError,
@@ -29,12 +28,10 @@ from .errors import (
     PocketError,
     RequestError,
     TransportError,
-    error_for_status,
 )
 from .protocol import (
     STAT_BODY,
     Buffer,
-    Entry,
     Flag,
     Op,
     ResponseHeader,
@@ -207,14 +204,21 @@ class Job:
     def _put(
         self, key: str, data: Buffer, ttl: float | None, compress: bool, persist: bool
     ) -> None:
-        node, raw = self._route(key)
-        view, flags = _prepare_value(data, compress)
-        if persist:
-            flags |= Flag.PERSIST
+        node, raw, view, flags = self._encode(key, data, compress, persist)
         if len(view) > self._stripe_above:
             stripes.put(self, raw, view, flags, _ttl_ms(ttl))
             return
         self._put_at(node, raw, view, flags, _ttl_ms(ttl))
+
+    def _encode(
+        self, key: str, data: Buffer, compress: bool, persist: bool
+    ) -> tuple[str, bytes, Buffer, int]:
+        """The node, raw key, value and flags a put of ``data`` under ``key`` sends."""
+        node, raw = self._route(key)
+        view, flags = _prepare_value(data, compress)
+        if persist:
+            flags |= Flag.PERSIST
+        return node, raw, view, flags
 
     def _put_at(self, node: str, raw: bytes, view: Buffer, flags: int, ttl_ms: int) -> None:
         if len(view) >= _SHARED_PUT_MIN:
@@ -264,10 +268,15 @@ class Job:
             raw, read=reader, flags=flags,
         )  # fmt: skip
         if h.flags & _SPECIAL:
-            if h.flags & _STRIPED:
-                return stripes.get(self, raw, data, delete_after_read)
-            return _decompress(data)
+            return self._value(h.flags, raw, data, delete_after_read)
         return data
+
+    def _value(self, flags: int, raw: bytes, data: Buffer, delete_after_read: bool) -> bytes:
+        """The value a GET or MULTI-GET answered (``data``, flagged ``flags``): a striped
+        value's chunks assembled, a compressed one decompressed."""
+        if flags & _STRIPED:
+            return stripes.get(self, raw, data, delete_after_read)
+        return _decompress(data) if flags & _LZ4 else bytes(data)
 
     def _reader_for(self, node: str) -> Callable[[Connection, ResponseHeader], bytes]:
         """How GET answers from ``node`` are read: through its arena when it is mapped here."""
@@ -459,112 +468,26 @@ class Job:
 
         Raises the first error after trying every item; items that succeeded stay stored.
         """
+        ttl_ms = _ttl_ms(ttl)
         try:
-            self._put_many(items, ttl, compress, persist)
+            batch.put_many(self, items, ttl_ms, compress, persist)
         except (DrainingError, TransportError):
             if not self._refreshed():
                 raise
-            self._put_many(items, ttl, compress, persist)  # puts are idempotent: all again
-
-    def _put_many(
-        self, items: Mapping[str, Buffer], ttl: float | None, compress: bool, persist: bool
-    ) -> None:
-        ttl_ms = _ttl_ms(ttl)
-        per_node: dict[str, list[Entry]] = defaultdict(list)
-        large: list[tuple[str, Entry]] = []
-        for key, data in items.items():
-            node, raw = self._route(key)
-            view, flags = _prepare_value(data, compress)
-            flags |= Flag.PERSIST if persist else 0
-            if len(view) > self._stripe_above:  # striped: no one node
-                large.append(("", Entry(raw, view, 0, flags)))
-                continue
-            entry = Entry(raw, view, 0, flags, checksum(view))
-            if len(view) > BATCH_BYTES:  # a value larger than a batch travels alone
-                large.append((node, entry))
-            else:
-                per_node[node].append(entry)
-        first_error: PocketError | None = None
-        for node, entries in per_node.items():
-            try:
-                for result in pipeline(
-                    self.client.pools[node],
-                    Op.MULTI_PUT,
-                    self._job,
-                    self._tokens[node],
-                    entries,
-                    ttl_ms=ttl_ms,
-                ):
-                    if result.status and first_error is None:
-                        first_error = error_for_status(result.status, bytes(result.value).decode())
-            except PocketError as exc:  # this node failed; the others still get their items
-                first_error = first_error or exc
-        for node, e in large:
-            try:
-                if not node:
-                    stripes.put(self, e.key, e.value, e.flags, ttl_ms)
-                    continue
-                self.client.call(
-                    node, _PUT, self._job, self._tokens[node], e.key, body=(e.value,),
-                    flags=e.flags, ttl_ms=ttl_ms, value_checksum=e.checksum,
-                )  # fmt: skip
-            except PocketError as exc:
-                first_error = first_error or exc
-        if first_error is not None:
-            raise first_error
+            batch.put_many(self, items, ttl_ms, compress, persist)  # puts are idempotent: all again
 
     def get_many(self, keys: Iterable[str], *, delete_after_read: bool = False) -> dict[str, bytes]:
         """Values of the keys that exist (missing keys are left out), batched and pipelined."""
         wanted = [validate_key(key) for key in keys]
         out: dict[str, bytes] = {}
         try:
-            self._get_many(wanted, delete_after_read, out)
+            batch.get_many(self, wanted, delete_after_read, out)
         except TransportError:  # (values already taken are kept: delete-after-read is done)
             if not self._refreshed():
                 raise
-            self._get_many([r for r in wanted if r.decode() not in out], delete_after_read, out)
+            wanted = [r for r in wanted if r.decode() not in out]
+            batch.get_many(self, wanted, delete_after_read, out)
         return out
-
-    def _get_many(
-        self, wanted: Sequence[bytes], delete_after_read: bool, out: dict[str, bytes]
-    ) -> None:
-        # Round r asks each key's r-th candidate node (newest weight map first); a job with
-        # one weight-map version has one round.
-        candidates: dict[bytes, list[str]] = {}
-        for raw in wanted:
-            if self._single:
-                candidates[raw] = [self._node_for(raw)]
-            else:
-                candidates[raw] = [n for n in self.router.read_nodes(raw) if n not in self._gone]
-        flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
-        round_ = 0
-        while candidates:
-            per_node: dict[str, list[Entry]] = defaultdict(list)
-            for raw, nodes in candidates.items():
-                if round_ < len(nodes):
-                    per_node[nodes[round_]].append(Entry(raw, b""))
-            if not per_node:
-                break
-            for node, entries in per_node.items():
-                for e in pipeline(
-                    self.client.pools[node], Op.MULTI_GET, self._job, self._tokens[node],
-                    entries, flags=flags,
-                ):  # fmt: skip
-                    if e.status:
-                        if e.status == NotFoundError.status:  # missing keys are left out
-                            continue
-                        raise error_for_status(e.status, bytes(e.value).decode())
-                    key = e.key.decode()
-                    if checksum(e.value) != e.checksum:
-                        raise ChecksumError(f"checksum mismatch reading {key!r}")
-                    if e.flags & _STRIPED:
-                        out[key] = stripes.get(self, e.key, e.value, delete_after_read)
-                    else:
-                        out[key] = _decompress(e.value) if e.flags & _LZ4 else bytes(e.value)
-                    if delete_after_read and len(candidates[e.key]) > round_ + 1:
-                        self._delete_older(e.key, candidates[e.key][round_ + 1 :])
-                    del candidates[e.key]
-            round_ += 1
 
     def _delete_older(self, raw: bytes, nodes: Iterable[str]) -> None:
         """Delete copies of a key that older weight-map versions placed elsewhere."""
