@@ -307,7 +307,7 @@ class Controller:
         freed, unreachable = self._free_on_nodes(job_id, addresses, nodes)
         self._save()
         log.info("job %s deregistered: %d object(s) freed", job_id, freed)
-        usage = self.ledger.report(self._all_specs())["jobs"].get(job_id, {})
+        usage = self.ledger.usage_of(job_id, self._all_specs())
         return {"objects": freed, "unreachable": unreachable, "usage": usage}
 
     def _free_on_nodes(
