@@ -53,7 +53,7 @@ from .routing.allocation import (
 from .routing.autoscale import Band, Decision, decide
 from .routing.weightmap import WeightMap
 from .status import snapshot, timeline_sample
-from .ticket import DEFAULT_STRIPE_SIZE, Ticket
+from .ticket import DEFAULT_STRIPE_SIZE, UNSTRIPED, Ticket
 
 __all__ = ["Controller", "JobRecord", "NodeRecord"]
 
@@ -342,11 +342,15 @@ class Controller:
         """The job's current ticket (``token`` is checked when given)."""
         with self.lock:
             job = self._job(job_id, token) if token is not None else self.jobs[job_id]
+            # Striping draws on the bandwidth of several machines; nodes sharing one host share
+            # its memory bus, and there chunks only add requests (measured 1.1-2x slower in
+            # docs/benchmarks.md), so a job whose nodes are all on one host is not striped.
+            hosts = {Address.parse(a).host for a in job.maps[-1].weights} if job.maps else set()
+            stripe = job.stripe_size if len(hosts) > 1 else UNSTRIPED
             return Ticket(
                 job=job.id, name=job.name, token=job_token(self._secret, job.id),
-                maps=tuple(job.maps), stripe_size=job.stripe_size, lost=frozenset(job.lost),
-                retired=frozenset(job.retired),
-                controller=self.address,
+                maps=tuple(job.maps), stripe_size=stripe, lost=frozenset(job.lost),
+                retired=frozenset(job.retired), controller=self.address,
             )  # fmt: skip
 
     def _job(self, job_id: str, token: bytes | None) -> JobRecord:

@@ -18,10 +18,12 @@ from typing import Any
 from .errors import ConfigError
 from .routing.weightmap import WeightMap
 
-__all__ = ["DEFAULT_STRIPE_SIZE", "Ticket"]
+__all__ = ["DEFAULT_STRIPE_SIZE", "UNSTRIPED", "Ticket"]
 
 #: Values larger than this are split into chunks that route independently.
 DEFAULT_STRIPE_SIZE = 8 * 1024 * 1024
+#: A stripe size no value reaches: striping off.
+UNSTRIPED = 1 << 62
 
 
 @dataclass(frozen=True)

@@ -108,3 +108,20 @@ def test_tokens_are_checked() -> None:
         c.deregister_job(ticket.job, b"\0" * 16)
     with pytest.raises(TokenError):
         c.heartbeat({"name": "a"}, node_token(b"other secret", "a"))
+
+
+def test_jobs_stripe_only_across_hosts() -> None:
+    from pocketlib.ticket import DEFAULT_STRIPE_SIZE, UNSTRIPED
+
+    same = Controller(secret=SECRET)
+    join(same, "a", 7001)
+    join(same, "b", 7002)
+    assert same.register_job("j", JobHints(capacity=100 * MiB)).stripe_size == UNSTRIPED
+    spread = Controller(secret=SECRET)
+    for name, host in (("a", "10.0.0.1"), ("b", "10.0.0.2")):
+        body = {"name": name, "address": f"{host}:7000", "tier": "dram",
+                "capacity": 64 * MiB, "bandwidth": 100_000_000}  # fmt: skip
+        spread.register_node(body, node_token(SECRET.encode(), name))
+    ticket = spread.register_job("j", JobHints(capacity=100 * MiB))
+    assert len(ticket.maps[-1].weights) == 2
+    assert ticket.stripe_size == DEFAULT_STRIPE_SIZE
