@@ -47,6 +47,7 @@ from .routing.allocation import (
     Placement,
     TierSpec,
     choose_tier,
+    demand_for,
     normalise,
     pack,
 )
@@ -198,40 +199,87 @@ class Controller:
         job_id = f"{name}-{secrets.token_hex(6)}"
         to_start: list[tuple[str, TierSpec]] = []
         with self.lock:
-            spec, demand = choose_tier(
-                hints, self._tier_catalog(), function_throughput=self.function_throughput
-            )
-            placement = self._place(demand, spec)
+            catalog = self._tier_catalog()
+            spec, demand = choose_tier(hints, catalog, function_throughput=self.function_throughput)
+            parts = self._place_spanning(hints, demand, spec, catalog)
             job = JobRecord(job_id, name, hints, demand, [], stripe_size=self.stripe_size)
-            for node_name, fraction in placement.shares.items():
-                job.alloc[node_name] = _charge(demand, fraction)
-            for fraction in placement.new_nodes:
-                handle = self._start_node(spec)
-                job.pending[handle] = fraction
-                to_start.append((handle, spec))
+            for part_spec, placement, scale in parts:
+                for node_name, fraction in placement.shares.items():
+                    job.alloc[node_name] = _charge(demand, fraction * scale)
+                for fraction in placement.new_nodes:
+                    handle = self._start_node(part_spec)
+                    job.pending[handle] = fraction * scale
+                    to_start.append((handle, part_spec))
+                log.info("job %s registered: %s", job_id, placement.describe())
             self.jobs[job_id] = job
             if job.alloc:
                 self._new_map(job)
-            log.info("job %s registered: %s", job_id, placement.describe())
         if not job.alloc:
             self._wait_for_first_node(job)
         self._save()
         return self.ticket(job_id)
 
-    def _place(self, demand: Demand, spec: TierSpec) -> Placement:
+    def _place_spanning(
+        self, hints: JobHints, demand: Demand, spec: TierSpec, catalog: Mapping[str, TierSpec]
+    ) -> list[tuple[TierSpec, Placement, float]]:
+        """The job's placement: on its tier, or, if that tier cannot hold it (the fleet's
+        limit, or no provisioner for it) and the job is not latency-sensitive, spread over the
+        next cheapest tiers too. Each part: (tier, placement of that part, its fraction)."""
+        try:
+            return [(spec, self._place(demand, spec, partial=not hints.latency_sensitive), 1.0)]
+        except _Partial as short:
+            parts = [(spec, short.placement, 1.0)] if _held(short.placement) else []
+            left = 1.0 - _held(short.placement)
+        others = sorted(
+            (demand_for(hints, s, function_throughput=self.function_throughput).nodes
+             * s.price_per_hour, name) for name, s in catalog.items() if name != spec.name
+        )  # fmt: skip
+        for _, name in others:
+            other = catalog[name]
+            part = Demand(name, math.ceil(demand.throughput * left),
+                          math.ceil(demand.capacity * left), demand.bound, 0.0)  # fmt: skip
+            try:
+                placement = self._place(part, other, partial=True)
+                parts.append((other, placement, left))
+                left = 0.0
+                break
+            except _Partial as short:
+                if _held(short.placement):
+                    parts.append((other, short.placement, left))
+                    left *= 1.0 - _held(short.placement)
+        if left > 1e-6 and parts and self.provisioner is None:
+            # As on one tier: with nothing to start, the job's nodes carry the rest over
+            # their allocation rather than refusing a job that fits in what runs.
+            log.warning(
+                "job overcommits its nodes: %.0f%% of it has no room of its own", left * 100
+            )
+            return parts
+        if left > 1e-6:
+            raise CapacityError(
+                f"the cluster cannot hold the job on any tier: {left:.0%} of it finds no room "
+                f"(max_nodes={self.max_nodes})"
+            )
+        return parts
+
+    def _place(self, demand: Demand, spec: TierSpec, *, partial: bool = False) -> Placement:
         active = self._loads(demand.tier, "active")
         room = self.max_nodes - self._fleet_size()
         # (Draining nodes are not taken back: they refuse new data until their next heartbeat.)
         placement = pack(demand, active, spec, max_new_nodes=None)
-        if placement.new_nodes and self.provisioner is None:
+        can_start = self.provisioner is not None and demand.tier in self.tiers
+        if placement.new_nodes and not can_start:
+            if partial:
+                raise _Partial(Placement(demand, placement.shares, []))
             if not placement.shares:
                 raise CapacityError(
-                    f"no {demand.tier} node can hold the job and there is no provisioner "
-                    "to start one"
+                    f"no {demand.tier} node can hold the job and none can be started for it"
                 )
-            log.warning("job overcommits its nodes: no provisioner to start more")
+            log.warning("job overcommits its nodes: no node can be started for the rest")
             return Placement(demand, placement.shares, [])
         if len(placement.new_nodes) > room:
+            if partial:
+                kept = placement.new_nodes[: max(room, 0)]
+                raise _Partial(Placement(demand, placement.shares, kept))
             raise CapacityError(
                 f"the job needs {len(placement.new_nodes)} more {demand.tier} node(s); the "
                 f"fleet may grow by {room} (max_nodes={self.max_nodes})"
@@ -408,7 +456,7 @@ class Controller:
             lost = job.alloc.pop(dead.name, None)
             if lost is not None:
                 job.lost.add(dead.address)
-                self._move(job, lost, start=True)
+                self._move(job, lost, dead.tier, start=True)
 
     def _shrink(self, node: NodeRecord) -> None:
         """Jobs with weight on a node being drained: their share moves to active nodes.
@@ -419,16 +467,16 @@ class Controller:
         for job in self.jobs.values():
             part = job.alloc.pop(node.name, None)
             if part is not None:
-                self._move(job, part, start=False)
+                self._move(job, part, node.tier, start=False)
 
-    def _move(self, job: JobRecord, part: tuple[int, int], *, start: bool) -> None:
+    def _move(self, job: JobRecord, part: tuple[int, int], tier: str, *, start: bool) -> None:
         """Place ``part`` (throughput, capacity) of ``job`` elsewhere; a new map version.
 
         Running nodes of the tier first (fullest first); the rest on new nodes if ``start``,
         else on the job's other nodes, over their allocation (the tier was cold).
         """
-        spec = self._spec(job.demand.tier)
-        demand = Demand(job.demand.tier, max(part[0], 1), max(part[1], 1), job.demand.bound, 0)
+        spec = self._spec(tier)
+        demand = Demand(tier, max(part[0], 1), max(part[1], 1), job.demand.bound, 0)
         placement = pack(demand, self._loads(demand.tier, "active"), spec)
         for name, share in placement.shares.items():
             job.add_alloc(name, _charge(demand, share))
@@ -470,11 +518,21 @@ class Controller:
         )
 
     def _charge(self, job: JobRecord, now: float) -> None:
+        """Bill ``job`` since it was last billed, per tier (a job may span tiers)."""
         elapsed, job.charged = now - job.charged, now
-        throughput = sum(t for t, _ in job.alloc.values())
-        capacity = sum(c for _, c in job.alloc.values())
-        used = sum(n.job_bytes.get(job.id, 0) for n in self.nodes.values())
-        self.ledger.charge(job.id, job.demand.tier, elapsed, capacity, throughput, used)
+        per_tier: dict[str, list[int]] = {}
+        for name, (t, c) in job.alloc.items():
+            node = self.nodes.get(name)
+            row = per_tier.setdefault(node.tier if node else job.demand.tier, [0, 0, 0])
+            row[0] += t
+            row[1] += c
+        for node in self.nodes.values():
+            if job.id in node.job_bytes:
+                per_tier.setdefault(node.tier, [0, 0, 0])[2] += node.job_bytes[job.id]
+        for tier, (throughput, capacity, used) in (
+            per_tier or {job.demand.tier: [0, 0, 0]}
+        ).items():
+            self.ledger.charge(job.id, tier, elapsed, capacity, throughput, used)
 
     def _autoscale(self) -> list[Decision]:
         tiers = {n.tier for n in self.nodes.values()} | set(self.min_nodes)
@@ -524,13 +582,15 @@ class Controller:
         return catalog
 
     def _spec(self, tier: str) -> TierSpec:
-        """The tier's spec: configured, else from its nodes, priced from the defaults."""
-        if tier in self.tiers:
+        """The tier's spec: what the provisioner starts, else what its nodes offer (priced
+        from the configured or default table)."""
+        if tier in self.tiers and self.provisioner is not None:
             return self.tiers[tier]
-        nodes = [n for n in self.nodes.values() if n.tier == tier]
-        price = DEFAULT_TIERS[tier].price_per_hour if tier in DEFAULT_TIERS else 0.0
+        known = self.tiers.get(tier) or DEFAULT_TIERS.get(tier)
+        nodes = [n for n in self.nodes.values() if n.tier == tier and n.state != "dead"]
         if not nodes:
-            return DEFAULT_TIERS.get(tier) or TierSpec(tier, 1 << 30, 1 << 30, price)
+            return known or TierSpec(tier, 1 << 30, 1 << 30, 0.0)
+        price = known.price_per_hour if known else 0.0
         return TierSpec(tier, max(n.capacity for n in nodes), max(n.bandwidth for n in nodes),
                         price)  # fmt: skip
 
@@ -583,6 +643,19 @@ class Controller:
         self.ledger = saved.ledger
         self.nodes.update(saved.nodes)
         log.info("state loaded from %s: %d job(s)", path, len(self.jobs))
+
+
+class _Partial(Exception):
+    """A tier can hold only part of a job (``placement``); the rest may go to other tiers."""
+
+    def __init__(self, placement: Placement) -> None:
+        super().__init__("partial placement")
+        self.placement = placement
+
+
+def _held(placement: Placement) -> float:
+    """The fraction of a job a placement holds: on running nodes and on nodes to start."""
+    return placement.placed + sum(placement.new_nodes)
 
 
 def _charge(demand: Demand, fraction: float) -> tuple[int, int]:

@@ -63,6 +63,7 @@ def snapshot(
     job_rows = [
         {
             "id": j.id, "name": j.name, "tier": j.demand.tier, "bound": j.demand.bound,
+            "tiers": sorted({n.tier for n in nodes if n.name in j.alloc} or {j.demand.tier}),
             "throughput": j.demand.throughput, "capacity": j.demand.capacity,
             "nodes": len(j.alloc), "pending": len(j.pending),
             "version": j.maps[-1].version if j.maps else 0, "created": j.created,
@@ -107,11 +108,13 @@ def render(status: dict[str, Any]) -> str:
     out.append(f"\njobs ({len(jobs)})")
     rows = []
     for j in jobs:
-        u = usage.get(j["id"], {}).get(j["tier"], {})
+        per_tier = usage.get(j["id"], {}).values()  # a job may span tiers: its totals
+        requests = sum(u.get("requests", 0) for u in per_tier)
+        cost = sum(u.get("cost") or 0 for u in per_tier)
         rows.append([
-            j["id"], j["tier"], j["bound"], format_rate(j["throughput"]),
-            format_size(j["capacity"]), format_size(j["used"]), str(j["nodes"]),
-            f"v{j['version']}", str(u.get("requests", 0)), f"${u.get('cost') or 0:.6f}",
+            j["id"], "+".join(j.get("tiers", [j["tier"]])), j["bound"],
+            format_rate(j["throughput"]), format_size(j["capacity"]), format_size(j["used"]),
+            str(j["nodes"]), f"v{j['version']}", str(requests), f"${cost:.6f}",
             f"{time.time() - j['created']:.0f}s",
         ])  # fmt: skip
     out.append(_table(["job", "tier", "bound", "throughput", "capacity", "stored", "nodes",

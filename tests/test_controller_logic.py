@@ -10,7 +10,8 @@ import pytest
 from pocketlib import JobHints
 from pocketlib.auth import job_token, node_token
 from pocketlib.controller import Controller
-from pocketlib.errors import TokenError, UnknownJobError
+from pocketlib.status import render
+from pocketlib.errors import ConfigError, TokenError, UnknownJobError
 
 SECRET = "logic"
 MiB = 1 << 20
@@ -125,3 +126,30 @@ def test_jobs_stripe_only_across_hosts() -> None:
     ticket = spread.register_job("j", JobHints(capacity=100 * MiB))
     assert len(ticket.maps[-1].weights) == 2
     assert ticket.stripe_size == DEFAULT_STRIPE_SIZE
+
+
+def test_a_job_spans_tiers_when_its_cheapest_cannot_hold_it() -> None:
+    c = Controller(secret=SECRET, dead_after=3600)
+    GiB = 1 << 30
+    for name, tier, bandwidth, port in (("h", "hdd", 20_000_000, 7001),
+                                        ("v", "nvme", 100_000_000, 7002)):  # fmt: skip
+        body = {"name": name, "address": f"127.0.0.1:{port}", "tier": tier, "capacity": GiB,
+                "bandwidth": bandwidth}  # fmt: skip
+        c.register_node(body, node_token(SECRET.encode(), name))
+    hints = JobHints(latency_sensitive=False, capacity=GiB + GiB // 2, peak_throughput=10**7)
+    ticket = c.register_job("big", hints)
+    weights = ticket.maps[-1].weights
+    assert set(weights) == {"127.0.0.1:7001", "127.0.0.1:7002"}  # hdd first, nvme for the rest
+    assert weights["127.0.0.1:7001"] > weights["127.0.0.1:7002"]
+    c.tick()
+    time.sleep(0.01)
+    c.tick()
+    usage = c.status()["usage"]["jobs"][ticket.job]
+    assert set(usage) == {"hdd", "nvme"}  # billed on each tier for its share
+    assert usage["hdd"]["capacity_s"] > usage["nvme"]["capacity_s"] > 0
+    (row,) = c.status()["jobs"]
+    assert row["tiers"] == ["hdd", "nvme"]
+    assert "hdd+nvme" in render(c.status())
+    # A latency-sensitive job never leaves DRAM: this cluster has none.
+    with pytest.raises(ConfigError, match="DRAM"):
+        c.register_job("fast", JobHints(capacity=GiB))
