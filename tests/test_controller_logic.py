@@ -10,8 +10,8 @@ import pytest
 from pocketlib import JobHints
 from pocketlib.auth import job_token, node_token
 from pocketlib.controller import Controller
-from pocketlib.status import render
 from pocketlib.errors import ConfigError, TokenError, UnknownJobError
+from pocketlib.status import render
 
 SECRET = "logic"
 MiB = 1 << 20
