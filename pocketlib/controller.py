@@ -419,7 +419,8 @@ class Controller:
             elapsed = 0.0 if self._last_tick is None else now - self._last_tick
             self._last_tick = now
             self._find_dead(now)
-            self._expire_starting(now)
+            # Stopping a process or deleting a pod can take seconds: done after the lock.
+            to_stop.extend(self._expire_starting(now))
             self._account(elapsed, now)
             decisions: list[Decision] = []
             if self.autoscale:
@@ -494,15 +495,17 @@ class Controller:
                     job.add_alloc(name, _charge(demand, rest / len(targets)))
         self._new_map(job)
 
-    def _expire_starting(self, now: float) -> None:
+    def _expire_starting(self, now: float) -> list[str]:
+        """Nodes that never registered: forgotten; their handles, to be stopped (unlocked)."""
+        expired = []
         for handle, (tier, started) in list(self.starting.items()):
             if now - started > self.start_timeout:
                 log.warning("node %s (%s) never registered; giving up on it", handle, tier)
                 del self.starting[handle]
                 for job in self.jobs.values():
                     job.pending.pop(handle, None)
-                if self.provisioner is not None:
-                    self.provisioner.stop_node(handle)
+                expired.append(handle)
+        return expired
 
     def _account(self, elapsed: float, now: float) -> None:
         per_tier: dict[str, int] = {}
