@@ -253,7 +253,15 @@ def report(exp: Experiment, plans: list[JobPlan], png: Path, command: str) -> st
     alloc_ts, used_ts, static_ts = exp.throughput_seconds()
     duration = exp.samples[-1]["t"] - exp.samples[0]["t"]
     per_node = max(s["bandwidth"] / max(sum(s["nodes"].values()), 1) for s in exp.samples)
-    demand_peak = math.ceil(max(s["alloc_throughput"] for s in exp.samples) / per_node - 1e-9)
+    # What the hints of the jobs running at once add up to, at its largest (allocations can
+    # exceed it when the autoscaler grows a hot job, so they are not used here).
+    spans = {name: (a, b) for name, a, b in exp.spans}
+    declared = max(
+        sum(int(p.hints.peak_throughput or 0) for p in plans
+            if spans.get(p.name, (0.0, -1.0))[0] <= t < spans.get(p.name, (0.0, -1.0))[1])
+        for t in (s["t"] - exp.t0 for s in exp.samples)
+    )  # fmt: skip
+    demand_peak = math.ceil(declared / per_node - 1e-9)
     counts: list[int] = []
     for s in exp.samples:
         n = sum(s["nodes"].values())
@@ -278,7 +286,8 @@ def report(exp: Experiment, plans: list[JobPlan], png: Path, command: str) -> st
         f"{exp.samples[-1]['t'] - exp.samples[0]['t']:.0f} s: {static:.0f}; "
         f"**ratio {used / static:.2f}** (target <= 0.50)",
         f"- Against a static fleet sized for the jobs' declared peak ({demand_peak} nodes: the "
-        f"largest allocated throughput over a node's bandwidth): {demand_peak * duration:.0f} "
+        f"throughput hints of the jobs running at once, at most, over a node's bandwidth): "
+        f"{demand_peak * duration:.0f} "
         f"node-seconds, ratio **{used / (demand_peak * duration):.2f}**",
         f"- Throughput-seconds: allocated {alloc_ts / 1e9:.1f} GB, used {used_ts / 1e9:.1f} GB, "
         f"a static fleet's bandwidth {static_ts / 1e9:.1f} GB: allocated/static "
