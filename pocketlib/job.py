@@ -91,13 +91,17 @@ class Job:
         self._use(ticket, tokens)
 
     def _use(self, ticket: Ticket, tokens: Mapping[str, bytes] | None = None) -> None:
-        """Route by ``ticket`` from now on (at construction and on refresh)."""
+        """Route by ``ticket`` from now on (at construction and on refresh).
+
+        Threads sharing the job may be routing meanwhile: the tokens (for every node of every
+        version, so a superset of the old ones) are in place before any new route is.
+        """
+        self._tokens = dict(tokens) if tokens else dict.fromkeys(ticket.nodes, ticket.token)
         self.ticket = ticket
         #: The job's name (its id on the nodes is ``ticket.job``).
         self.name = ticket.name
         self._job = ticket.job.encode()
         self.router = VersionedRouter(ticket.maps)
-        self._tokens = dict(tokens) if tokens else dict.fromkeys(ticket.nodes, ticket.token)
         self._lost = ticket.lost
         self._gone = ticket.lost | ticket.retired
         self._single = len(ticket.maps) == 1
