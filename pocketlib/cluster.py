@@ -136,6 +136,7 @@ class LocalCluster:
         tick: float = 1.0,
         dead_after: float = 3.0,
         scale_down_delay: float = 10.0,
+        scale_up_delay: float = 2.0,
         secret: str | None = None,
         state_path: str | None = None,
         host: str = "127.0.0.1",
@@ -164,7 +165,7 @@ class LocalCluster:
             secret=secret, provisioner=self.provisioner, tiers=specs, band=band,
             min_nodes=counts, max_nodes=max_nodes, dead_after=dead_after,
             start_timeout=start_timeout, state_path=state_path, autoscale=autoscale,
-            scale_down_delay=scale_down_delay,
+            scale_down_delay=scale_down_delay, scale_up_delay=scale_up_delay,
         )  # fmt: skip
         self.server: ControlServer = ControlServer(self.controller, host, port, tick=tick)
         self.address = str(self.server.address)

@@ -80,6 +80,7 @@ class Controller:
         dead_after: float = 3.0,
         start_timeout: float = 30.0,
         scale_down_delay: float = 10.0,
+        scale_up_delay: float = 2.0,
         function_throughput: int = FUNCTION_THROUGHPUT,
         stripe_size: int = DEFAULT_STRIPE_SIZE,
         state_path: str | None = None,
@@ -95,7 +96,10 @@ class Controller:
         self.start_timeout = start_timeout
         #: Seconds a tier must stay below the band before a node is drained.
         self.scale_down_delay = scale_down_delay
-        self._cold_since: dict[str, float] = {}
+        #: Seconds a tier must stay above the band before a node is added.
+        self.scale_up_delay = scale_up_delay
+        #: (action, tier) -> since when the autoscaler has wanted it.
+        self._since: dict[tuple[str, str], float] = {}
         self.function_throughput = function_throughput
         self.stripe_size = stripe_size
         self.state_path = state_path
@@ -325,7 +329,7 @@ class Controller:
             log.info("job %s grows onto %s (hot: %s)", job.id, node.name, ", ".join(sorted(hot)))
 
     def _new_map(self, job: JobRecord) -> None:
-        self._cold_since.pop(job.demand.tier, None)  # the tier's load is about to change
+        self._since.pop(("drain", job.demand.tier), None)  # the tier's load is about to change
         shares = {
             self.nodes[n].address: t / job.demand.throughput + c / job.demand.capacity
             for n, (t, c) in job.alloc.items()
@@ -546,15 +550,25 @@ class Controller:
             starting[tier] = starting.get(tier, 0) + 1
         decisions = decide(active, draining, starting, band=self.band,
                            min_nodes=self.min_nodes, max_nodes=self.max_nodes)  # fmt: skip
-        # A tier drains only once it has been cold for scale_down_delay: not on one quiet
-        # sample, nor while a job just placed on it ramps up.
+        # A tier drains only once it has been cold for scale_down_delay, and grows only once
+        # it has been hot for scale_up_delay: not on one noisy sample, nor while a job just
+        # placed on it ramps up. (A tier below its minimum grows at once.)
         now = time.monotonic()
-        cold = {d.tier for d in decisions if d.action == "drain"}
-        for tier in list(self._cold_since):
-            if tier not in cold:
-                del self._cold_since[tier]
-        for tier in cold:
-            self._cold_since.setdefault(tier, now)
+        held = {
+            (d.action, d.tier) for d in decisions
+            if d.action == "drain" or (d.action == "add" and d.figures)
+        }  # fmt: skip
+        for key in list(self._since):
+            if key not in held:
+                del self._since[key]
+        for key in held:
+            self._since.setdefault(key, now)
+        wait = {"drain": self.scale_down_delay, "add": self.scale_up_delay}
+
+        def ripe(d: Decision) -> bool:
+            key = (d.action, d.tier)
+            return key not in self._since or now - self._since[key] >= wait[d.action]
+
         # Only provisioned nodes can be stopped (others stay drained until stopped by hand),
         # and only once two heartbeats said they refuse new data.
         return [
@@ -562,7 +576,7 @@ class Controller:
             if d.action != "stop" or (d.node is not None and self.nodes[d.node].provisioned
                                       and self.nodes[d.node].drain_beats >= 2)
             if d.action != "add" or (self.provisioner is not None and d.tier in self.tiers)
-            if d.action != "drain" or now - self._cold_since[d.tier] >= self.scale_down_delay
+            if ripe(d)
         ]  # fmt: skip
 
     # -- helpers ------------------------------------------------------------------------------

@@ -153,3 +153,23 @@ def test_a_job_spans_tiers_when_its_cheapest_cannot_hold_it() -> None:
     # A latency-sensitive job never leaves DRAM: this cluster has none.
     with pytest.raises(ConfigError, match="DRAM"):
         c.register_job("fast", JobHints(capacity=GiB))
+
+
+def test_a_node_is_added_only_when_the_tier_stays_hot() -> None:
+    from pocketlib.provisioners import LocalProvisioner
+
+    provisioner = LocalProvisioner()
+    c = Controller(secret=SECRET, scale_up_delay=3600, dead_after=3600, provisioner=provisioner)
+    c.address = "127.0.0.1:9"  # (the node it starts will not reach it; it is only counted)
+    c.tiers = {"dram": c.tiers["dram"]}
+    join(c, "a", 7001, net=95_000_000)  # 95% of its 100 MB/s
+    try:
+        for _ in range(3):
+            assert c.tick() == []  # hot, but not for an hour yet
+        c.scale_up_delay = 0
+        (add,) = c.tick()
+        assert (add.action, add.tier) == ("add", "dram")
+        assert "net at 95%" in add.reason
+        assert len(c.starting) == 1
+    finally:
+        provisioner.close()
