@@ -15,7 +15,6 @@ of the job (then only that registration waits, bounded by ``start_timeout``).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import threading
@@ -28,13 +27,13 @@ from .accounting import Ledger
 from .auth import job_token, node_token, verify
 from .client import Client
 from .config import FUNCTION_THROUGHPUT, MAX_JOB_BYTES, Address, JobHints, format_size
+from .control_placement import Placing, charge_share
 from .control_state import (
     CLOSED_MEMORY,
     JobRecord,
     NodeRecord,
     encode_state,
     load_state,
-    node_loads,
     save_state,
 )
 from .errors import CapacityError, ConfigError, PocketError, TokenError, UnknownJobError
@@ -42,17 +41,10 @@ from .protocol import Op, decode_json
 from .provisioners import NodeSpec, Provisioner
 from .routing.allocation import (
     DEFAULT_TIERS,
-    Demand,
-    NodeLoad,
-    Placement,
     TierSpec,
     choose_tier,
-    demand_for,
-    normalise,
-    pack,
 )
 from .routing.autoscale import Band, Decision, decide
-from .routing.weightmap import WeightMap
 from .status import snapshot, timeline_sample
 from .ticket import DEFAULT_STRIPE_SIZE, UNSTRIPED, Ticket
 
@@ -61,7 +53,7 @@ __all__ = ["Controller", "JobRecord", "NodeRecord"]
 log = logging.getLogger("pocketlib.controller")
 
 
-class Controller:
+class Controller(Placing):
     """The control plane's state and policies; thread-safe.
 
     ``tiers`` are the node kinds the provisioner can start (and their prices); nodes of other
@@ -209,7 +201,7 @@ class Controller:
             job = JobRecord(job_id, name, hints, demand, [], stripe_size=self.stripe_size)
             for part_spec, placement, scale in parts:
                 for node_name, fraction in placement.shares.items():
-                    job.alloc[node_name] = _charge(demand, fraction * scale)
+                    job.alloc[node_name] = charge_share(demand, fraction * scale)
                 for fraction in placement.new_nodes:
                     handle = self._start_node(part_spec)
                     job.pending[handle] = fraction * scale
@@ -223,73 +215,6 @@ class Controller:
         self._save()
         return self.ticket(job_id)
 
-    def _place_spanning(
-        self, hints: JobHints, demand: Demand, spec: TierSpec, catalog: Mapping[str, TierSpec]
-    ) -> list[tuple[TierSpec, Placement, float]]:
-        """The job's placement: on its tier, or, if that tier cannot hold it (the fleet's
-        limit, or no provisioner for it) and the job is not latency-sensitive, spread over the
-        next cheapest tiers too. Each part: (tier, placement of that part, its fraction)."""
-        try:
-            return [(spec, self._place(demand, spec, partial=not hints.latency_sensitive), 1.0)]
-        except _Partial as short:
-            parts = [(spec, short.placement, 1.0)] if _held(short.placement) else []
-            left = 1.0 - _held(short.placement)
-        others = sorted(
-            (demand_for(hints, s, function_throughput=self.function_throughput).nodes
-             * s.price_per_hour, name) for name, s in catalog.items() if name != spec.name
-        )  # fmt: skip
-        for _, name in others:
-            other = catalog[name]
-            part = Demand(name, math.ceil(demand.throughput * left),
-                          math.ceil(demand.capacity * left), demand.bound, 0.0)  # fmt: skip
-            try:
-                placement = self._place(part, other, partial=True)
-                parts.append((other, placement, left))
-                left = 0.0
-                break
-            except _Partial as short:
-                if _held(short.placement):
-                    parts.append((other, short.placement, left))
-                    left *= 1.0 - _held(short.placement)
-        if left > 1e-6 and parts and self.provisioner is None:
-            # As on one tier: with nothing to start, the job's nodes carry the rest over
-            # their allocation rather than refusing a job that fits in what runs.
-            log.warning(
-                "job overcommits its nodes: %.0f%% of it has no room of its own", left * 100
-            )
-            return parts
-        if left > 1e-6:
-            raise CapacityError(
-                f"the cluster cannot hold the job on any tier: {left:.0%} of it finds no room "
-                f"(max_nodes={self.max_nodes})"
-            )
-        return parts
-
-    def _place(self, demand: Demand, spec: TierSpec, *, partial: bool = False) -> Placement:
-        active = self._loads(demand.tier, "active")
-        room = self.max_nodes - self._fleet_size()
-        # (Draining nodes are not taken back: they refuse new data until their next heartbeat.)
-        placement = pack(demand, active, spec, max_new_nodes=None)
-        can_start = self.provisioner is not None and demand.tier in self.tiers
-        if placement.new_nodes and not can_start:
-            if partial:
-                raise _Partial(Placement(demand, placement.shares, []))
-            if not placement.shares:
-                raise CapacityError(
-                    f"no {demand.tier} node can hold the job and none can be started for it"
-                )
-            log.warning("job overcommits its nodes: no node can be started for the rest")
-            return Placement(demand, placement.shares, [])
-        if len(placement.new_nodes) > room:
-            if partial:
-                kept = placement.new_nodes[: max(room, 0)]
-                raise _Partial(Placement(demand, placement.shares, kept))
-            raise CapacityError(
-                f"the job needs {len(placement.new_nodes)} more {demand.tier} node(s); the "
-                f"fleet may grow by {room} (max_nodes={self.max_nodes})"
-            )
-        return placement
-
     def _wait_for_first_node(self, job: JobRecord) -> None:
         deadline = time.monotonic() + self.start_timeout
         with self.lock:
@@ -301,46 +226,6 @@ class Controller:
                         f"no node for job {job.name!r} started within {self.start_timeout:.0f} s"
                     )
                 self._joined.wait(left)
-
-    def _join_job(self, job: JobRecord, node: NodeRecord, fraction: float) -> None:
-        """A node started for ``job`` registered: give it its share (a new map version)."""
-        job.alloc[node.name] = _charge(job.demand, fraction)
-        self._new_map(job)
-
-    def _grow_hot_jobs(self, node: NodeRecord) -> None:
-        """A node the autoscaler added to a hot tier joins the jobs on its hot nodes.
-
-        Data never moves; a new weight-map version sends a share of those jobs' new keys to
-        the new node, which is how added capacity relieves a job that is filling its nodes
-        or saturating their network.
-        """
-        high = self.band.high
-        hot = {
-            n.name for n in self.nodes.values()
-            if n.tier == node.tier and n.state == "active" and n is not node
-            and max(n.used / n.capacity, n.net / n.bandwidth, min(n.cpu, 1.0)) > high
-        }  # fmt: skip
-        jobs = [j for j in self.jobs.values() if hot & set(j.alloc)]
-        for job in jobs:
-            t = sum(a[0] for a in job.alloc.values()) // len(job.alloc)
-            c = sum(a[1] for a in job.alloc.values()) // len(job.alloc)
-            job.alloc[node.name] = (t, c)  # the job's average node share, on the new node
-            self._new_map(job)
-            log.info("job %s grows onto %s (hot: %s)", job.id, node.name, ", ".join(sorted(hot)))
-
-    def _new_map(self, job: JobRecord) -> None:
-        self._since.pop(("drain", job.demand.tier), None)  # the tier's load is about to change
-        shares = {
-            self.nodes[n].address: t / job.demand.throughput + c / job.demand.capacity
-            for n, (t, c) in job.alloc.items()
-            if n in self.nodes and self.nodes[n].state != "dead"
-        }
-        if not shares:
-            return
-        weights = normalise(shares)
-        if job.maps and dict(job.maps[-1].weights) == weights:
-            return
-        job.maps.append(WeightMap(len(job.maps) + 1, weights))
 
     def deregister_job(self, job_id: str, token: bytes) -> dict[str, Any]:
         """Free the job's allocation and all its data on every node; its final usage."""
@@ -455,50 +340,6 @@ class Controller:
                 log.warning("node %s (%s) missed its heartbeats: dead", node.name, node.address)
                 self._replace(node)
 
-    def _replace(self, dead: NodeRecord) -> None:
-        """Jobs with weight on a dead node: a map without it, and capacity in its place."""
-        for job in self.jobs.values():
-            lost = job.alloc.pop(dead.name, None)
-            if lost is not None:
-                job.lost.add(dead.address)
-                self._move(job, lost, dead.tier, start=True)
-
-    def _shrink(self, node: NodeRecord) -> None:
-        """Jobs with weight on a node being drained: their share moves to active nodes.
-
-        Their next weight-map version leaves the node out, so it receives no new data (it
-        refuses puts too), and it is stopped once its jobs have deleted what it stores.
-        """
-        for job in self.jobs.values():
-            part = job.alloc.pop(node.name, None)
-            if part is not None:
-                self._move(job, part, node.tier, start=False)
-
-    def _move(self, job: JobRecord, part: tuple[int, int], tier: str, *, start: bool) -> None:
-        """Place ``part`` (throughput, capacity) of ``job`` elsewhere; a new map version.
-
-        Running nodes of the tier first (fullest first); the rest on new nodes if ``start``,
-        else on the job's other nodes, over their allocation (the tier was cold).
-        """
-        spec = self._spec(tier)
-        demand = Demand(tier, max(part[0], 1), max(part[1], 1), job.demand.bound, 0)
-        placement = pack(demand, self._loads(demand.tier, "active"), spec)
-        for name, share in placement.shares.items():
-            job.add_alloc(name, _charge(demand, share))
-        rest = sum(placement.new_nodes)
-        if rest > 0:
-            fraction = part[0] / job.demand.throughput * rest
-            room = self._fleet_size() < self.max_nodes
-            if start and self.provisioner is not None and room:
-                job.pending[self._start_node(spec)] = fraction
-            else:
-                targets = [n for n in job.alloc if self.nodes[n].state == "active"] or [
-                    ld.name for ld in self._loads(demand.tier, "active")
-                ]
-                for name in targets:  # (none only if the tier has no active node at all)
-                    job.add_alloc(name, _charge(demand, rest / len(targets)))
-        self._new_map(job)
-
     def _expire_starting(self, now: float) -> list[str]:
         """Nodes that never registered: forgotten; their handles, to be stopped (unlocked)."""
         expired = []
@@ -591,32 +432,6 @@ class Controller:
         log.info("starting %s node %s", spec.name, handle)
         return handle
 
-    def _tier_catalog(self) -> dict[str, TierSpec]:
-        catalog = dict(self.tiers) if self.provisioner is not None else {}
-        for node in self.nodes.values():
-            if node.state == "active" and node.tier not in catalog:
-                catalog[node.tier] = self._spec(node.tier)
-        return catalog
-
-    def _spec(self, tier: str) -> TierSpec:
-        """The tier's spec: what the provisioner starts, else what its nodes offer (priced
-        from the configured or default table)."""
-        if tier in self.tiers and self.provisioner is not None:
-            return self.tiers[tier]
-        known = self.tiers.get(tier) or DEFAULT_TIERS.get(tier)
-        nodes = [n for n in self.nodes.values() if n.tier == tier and n.state != "dead"]
-        if not nodes:
-            return known or TierSpec(tier, 1 << 30, 1 << 30, 0.0)
-        price = known.price_per_hour if known else 0.0
-        return TierSpec(tier, max(n.capacity for n in nodes), max(n.bandwidth for n in nodes),
-                        price)  # fmt: skip
-
-    def _loads(self, tier: str, state: str) -> list[NodeLoad]:
-        return node_loads(self.nodes.values(), self.jobs.values(), tier, state)
-
-    def _fleet_size(self) -> int:
-        return sum(1 for n in self.nodes.values() if n.state != "dead") + len(self.starting)
-
     def close(self) -> None:
         """Close the controller's connections to nodes (its state stays as it is)."""
         with self.lock:
@@ -660,23 +475,6 @@ class Controller:
         self.ledger = saved.ledger
         self.nodes.update(saved.nodes)
         log.info("state loaded from %s: %d job(s)", path, len(self.jobs))
-
-
-class _Partial(Exception):
-    """A tier can hold only part of a job (``placement``); the rest may go to other tiers."""
-
-    def __init__(self, placement: Placement) -> None:
-        super().__init__("partial placement")
-        self.placement = placement
-
-
-def _held(placement: Placement) -> float:
-    """The fraction of a job a placement holds: on running nodes and on nodes to start."""
-    return placement.placed + sum(placement.new_nodes)
-
-
-def _charge(demand: Demand, fraction: float) -> tuple[int, int]:
-    return math.ceil(demand.throughput * fraction), math.ceil(demand.capacity * fraction)
 
 
 def _text(body: Mapping[str, Any], name: str) -> str:
