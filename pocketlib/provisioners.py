@@ -81,6 +81,7 @@ class LocalProvisioner(Provisioner):
         self._own_data_dir = False
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._launchers: list[threading.Thread] = []
         self._nodes: dict[str, NodeProcess | None] = {}  # None: still starting
 
     def start_node(self, spec: NodeSpec, controller: Address, secret: str) -> str:
@@ -94,11 +95,13 @@ class LocalProvisioner(Provisioner):
         elif spec.tier in ("nvme", "hdd"):
             args += ["--path", self._node_dir(handle)]
         # Starting a process takes a fraction of a second: do it off the caller's thread.
+        launcher = threading.Thread(
+            target=self._launch, args=(handle, spec, args, secret), daemon=True
+        )
         with self._lock:
             self._nodes[handle] = None
-        threading.Thread(
-            target=self._launch, args=(handle, spec, args, secret), daemon=True
-        ).start()
+            self._launchers = [t for t in self._launchers if t.is_alive()] + [launcher]
+        launcher.start()
         return handle
 
     def _launch(self, handle: str, spec: NodeSpec, args: list[str], secret: str) -> None:
@@ -134,6 +137,12 @@ class LocalProvisioner(Provisioner):
 
     def close(self) -> None:
         super().close()
+        # Nodes still starting stop themselves once launched (their handles are gone); wait
+        # for that, or a process exiting right after close() would orphan them.
+        with self._lock:
+            launchers, self._launchers = self._launchers, []
+        for launcher in launchers:
+            launcher.join(timeout=60)
         if self._own_data_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -356,3 +357,27 @@ def test_a_cold_tier_shrinks_jobs_off_a_node_and_stops_it_once_its_data_is_gone(
             job.get(on_gone[1])
         job.deregister()
         client.close()
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                continue  # gone meanwhile
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_closing_a_cluster_stops_nodes_that_are_still_starting() -> None:
+    with LocalCluster({"dram": 1}, node_capacity="16MiB", autoscale=False) as c:
+        with c.client() as client:
+            client.register_job("wide", JobHints(capacity="60MiB"))  # three more nodes start
+        address = c.address
+        assert c.provisioner.handles()
+    assert processes_mentioning(f"--controller\0{address}") == []
