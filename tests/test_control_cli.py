@@ -180,3 +180,30 @@ def test_controller_restart_without_state_forgets_jobs_clearly() -> None:
         finally:
             server.stop()
             client.close()
+
+
+def test_controller_with_the_local_provisioner_starts_and_stops_its_nodes() -> None:
+    from test_controller import processes_mentioning
+
+    proc = start(["controller", "--port", "0", "--provisioner", "local", "--min", "dram=2",
+                  "--tier", "dram:32MiB:100MB/s"])  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        with pocketlib.Client(address) as client:
+            wait_until(lambda: len(client.status()["nodes"]) == 2, what="the minimum fleet")
+            job = client.register_job("local", JobHints(capacity="8MiB"))
+            job.put("k", b"v")
+            assert job.get("k") == b"v"
+            (node,) = [n for n in client.status()["nodes"] if n["jobs"]]
+            assert node["capacity"] == 32 * 2**20  # the --tier spec
+            job.deregister()
+        assert len(processes_mentioning(f"--controller\0{address}")) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert processes_mentioning(f"--controller\0{address}") == []
+    finally:
+        terminate(proc)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
