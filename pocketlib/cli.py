@@ -79,7 +79,7 @@ def _node(args: argparse.Namespace) -> int:
         link.start()
     print(node.address, flush=True)
     try:
-        _wait_for(signals)
+        _wait_for(signals, parent=os.getppid() if args.exit_with_parent else None)
     finally:
         if link is not None:
             link.stop()
@@ -133,8 +133,13 @@ def _catch_signals() -> list[int]:
     return signals
 
 
-def _wait_for(signals: list[int]) -> None:
+def _wait_for(signals: list[int], *, parent: int | None = None) -> None:
+    """Until a signal is recorded, or (with ``parent``) until that parent process is gone."""
+    import os
+
     while not signals:
+        if parent is not None and os.getppid() != parent:
+            return  # orphaned: whoever started this node died without stopping it
         time.sleep(0.05)
 
 
@@ -305,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--bandwidth", default="1GB/s", help="network bandwidth the controller may allocate"
     )
+    node.add_argument(
+        "--exit-with-parent", action="store_true",
+        help="stop when the process that started this node exits (embedded clusters)",
+    )  # fmt: skip
     node.add_argument(
         "--heartbeat", type=float, default=1.0, metavar="SECONDS",
         help="seconds between heartbeats to the controller (default: 1)",

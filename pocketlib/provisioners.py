@@ -88,7 +88,7 @@ class LocalProvisioner(Provisioner):
         handle = f"local-{spec.tier}-{next(self._ids)}"
         args = [
             "--controller", str(controller), "--name", handle,
-            "--bandwidth", str(spec.bandwidth), *self.extra_args,
+            "--bandwidth", str(spec.bandwidth), "--exit-with-parent", *self.extra_args,
         ]  # fmt: skip
         if spec.path:
             args += ["--path", spec.path]

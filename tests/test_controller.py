@@ -381,3 +381,28 @@ def test_closing_a_cluster_stops_nodes_that_are_still_starting() -> None:
         address = c.address
         assert c.provisioner.handles()
     assert processes_mentioning(f"--controller\0{address}") == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_nodes_of_a_killed_driver_do_not_outlive_it() -> None:
+    """kill -9 of the process that runs a LocalCluster: its nodes notice and stop."""
+    code = (
+        "import pocketlib, sys, time\n"
+        "c = pocketlib.LocalCluster(node_capacity='16MiB')\n"
+        "print(c.address, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout is not None
+        address = driver.stdout.readline().strip()
+        assert len(processes_mentioning(f"--controller\0{address}")) == 2
+        driver.kill()
+        driver.wait()
+        wait_until(lambda: not processes_mentioning(f"--controller\0{address}"),
+                   what="the orphaned nodes to stop")  # fmt: skip
+    finally:
+        driver.kill()
+        driver.wait()
+        if driver.stdout is not None:
+            driver.stdout.close()
