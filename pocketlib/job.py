@@ -212,6 +212,16 @@ class Job:
         if len(view) > self._stripe_above:
             stripes.put(self, raw, view, flags, _ttl_ms(ttl))
             return
+        if self._may_stripe and (len(view) < _SHARED_PUT_MIN or self.client.arena(node) is None):
+            # The value may replace a striped one: the node then answers with its manifest,
+            # and its chunks go too (a striped put does the same on its own).
+            h, old = self.client.call(
+                node, _PUT, self._job, self._tokens[node], raw, body=(view,),
+                flags=flags | Flag.REPLACED, ttl_ms=_ttl_ms(ttl), value_checksum=checksum(view),
+            )  # fmt: skip
+            if h.flags & Flag.STRIPED:
+                stripes.drop_chunks(self, raw, old)
+            return
         self._put_at(node, raw, view, flags, _ttl_ms(ttl))
 
     def _encode(

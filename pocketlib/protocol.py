@@ -151,6 +151,9 @@ class Flag:
     SHARED = 16  # SHM_GET response: the body is extents in the shared mapping, not the value
     PERSIST = 32  # PUT: write through to the node's persist tier; outlives the job's data
     STRIPED = 64  # the value is a manifest of chunks stored under other keys (stripes.py)
+    # PUT: if the value replaced is a striped one's manifest, answer with it (flag STRIPED on
+    # the answer, body = the manifest) so the writer can delete its chunks.
+    REPLACED = 128
     #: The flags a put stores with its value.
     STORED = LZ4 | PERSIST | STRIPED
 

@@ -78,6 +78,9 @@ _SHM_GET = int(Op.SHM_GET)
 _META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT, *CONTROL_OPS})
 _pack_response = RESPONSE_HEADER.pack
 _DELETE_AFTER_READ, _RANGE, _STORED = Flag.DELETE_AFTER_READ, Flag.RANGE, Flag.STORED
+_REPLACED = Flag.REPLACED
+#: Largest manifest of a striped value a PUT with REPLACED reports.
+_MANIFEST_MAX = 4096
 #: Values up to this size arrive with their header in one read and are stored in one step.
 _SMALL_VALUE = 16 * 1024
 _JOIN_LIMIT = 16 * 1024
@@ -287,6 +290,7 @@ class Session:
         conn, rfile = self.conn, self.rfile
         _check_key(key)
         ttl = h.ttl_ms / 1000 if h.ttl_ms else None
+        replaced = self._striped_value(job, key) if h.flags & _REPLACED else None
         if h.length <= _SMALL_VALUE:
             # Small values are in the read buffer already: one copy, one tier call.
             value = rfile.read(h.length)
@@ -311,10 +315,28 @@ class Session:
             except PocketError as exc:
                 self.reply_error(h.request_id, exc)
                 return
-        conn.sendall(
-            _pack_response(MAGIC, VERSION, 0, 0, 0, h.request_id, 0, 0, 0, meta.size, meta.version)
-        )
+        if replaced is not None:  # the writer deletes the chunks of the value it replaced
+            conn.sendall(encode_response(
+                h.request_id, flags=Flag.STRIPED, length=len(replaced), size=meta.size,
+                version=meta.version,
+            ) + replaced)  # fmt: skip
+        else:
+            conn.sendall(
+                _pack_response(
+                    MAGIC, VERSION, 0, 0, 0, h.request_id, 0, 0, 0, meta.size, meta.version
+                )
+            )
         self._count(h.length, 0)
+
+    def _striped_value(self, job: str, key: str) -> bytes | None:
+        """The manifest stored under ``key`` if its value is striped (else None)."""
+        try:
+            small = self.tier.read_small(job, key, _MANIFEST_MAX)
+        except PocketError:  # absent (or unreadable): nothing to report
+            return None
+        if small is None or not small[0].flags & Flag.STRIPED:
+            return None
+        return small[1]
 
     def _receive_into(self, res: Reservation) -> None:
         rfile = self.rfile

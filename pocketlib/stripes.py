@@ -51,6 +51,7 @@ __all__ = [
     "MANIFEST_MAX",
     "Manifest",
     "delete_at",
+    "drop_chunks",
     "get",
     "get_buffer",
     "get_into",
@@ -262,6 +263,16 @@ def _delete_chunks(job: Job, raw: bytes, m: Manifest, *, strict: bool) -> None:
                     raise
 
     _run(job.client, [_bind(delete, i) for i in range(m.count)])
+
+
+def drop_chunks(job: Job, raw: bytes, manifest: Buffer) -> None:
+    """Delete the chunks of a striped value that a put just replaced (best effort: a chunk
+    that cannot be deleted stays unlisted until purge, deregistration or its ttl)."""
+    try:
+        m = Manifest.decode(manifest, raw)
+    except PocketError:
+        return
+    _delete_chunks(job, raw, m, strict=False)
 
 
 def delete_at(job: Job, node: str, raw: bytes) -> bool:

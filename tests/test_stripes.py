@@ -288,11 +288,6 @@ def test_overwrites_leave_no_chunks_behind(job: Job) -> None:
     assert job.get("k") == value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a put of a small value is one request and does not look at what it replaces; "
-    "the old chunks stay (unlisted) until delete_prefix, purge or their ttl",
-)
 def test_a_small_overwrite_of_a_striped_value_leaves_no_chunks(job: Job) -> None:
     job.put("k", os.urandom(6 * STRIPE))
     job.put("k", b"small")
