@@ -21,6 +21,7 @@ import lz4.block
 from . import batch, shared, stripes
 from .connection import Connection
 from .errors import (
+    CapacityError,
     ChecksumError,
     DrainingError,
     NodeLostError,
@@ -180,14 +181,15 @@ class Job:
         """
         try:
             self._put(key, data, ttl, compress, persist)
-        except (DrainingError, TransportError):
+        except (DrainingError, TransportError, CapacityError):
             if not self._refreshed():
                 raise
             self._put(key, data, ttl, compress, persist)
 
     def _refreshed(self) -> bool:
-        """After a write refused by a draining node, or a node that is gone: whether the
-        controller has a newer ticket (then it is in use, and the write may be retried)."""
+        """After a write refused by a draining or full node, or a node that is gone: whether
+        the controller has a newer ticket (then it is in use, and the write may be retried:
+        a newer weight map may send the key elsewhere)."""
         if self.ticket.controller is None:
             return False
         try:
@@ -485,7 +487,7 @@ class Job:
         ttl_ms = _ttl_ms(ttl)
         try:
             batch.put_many(self, items, ttl_ms, compress, persist)
-        except (DrainingError, TransportError):
+        except (DrainingError, TransportError, CapacityError):
             if not self._refreshed():
                 raise
             batch.put_many(self, items, ttl_ms, compress, persist)  # puts are idempotent: all again

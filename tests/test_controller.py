@@ -406,3 +406,26 @@ def test_nodes_of_a_killed_driver_do_not_outlive_it() -> None:
         driver.wait()
         if driver.stdout is not None:
             driver.stdout.close()
+
+
+def test_a_full_node_makes_a_stale_handle_refresh_and_write_elsewhere() -> None:
+    with LocalCluster({"dram": 1}, node_capacity="16MiB", autoscale=False, tick=0.1) as c:
+        client = c.client()
+        job = client.register_job("fills", JobHints(capacity="40MiB"))
+        stale = client.attach(job.ticket)  # version 1: the one running node only
+        assert stale.ticket.version == 1
+        wait_until(lambda: job.refresh() or len(job.ticket.maps[-1].weights) == 3)
+        value = bytes(1 << 20)
+        stored = []
+        for i in range(30):  # 30 MiB: more than the first node holds
+            try:
+                stale.put(f"f{i}", value)
+                stored.append(f"f{i}")
+            except pocketlib.CapacityError:
+                pass  # keys the newest map still sends to the full node
+        assert stale.ticket.version == job.ticket.version  # the first refusal refreshed it
+        assert len(stored) > 16  # more than one 16 MiB node could hold
+        assert len({stale.router.write_node(k.encode()) for k in stored}) > 1
+        assert sorted(job.list()) == sorted(stored)
+        job.deregister()
+        client.close()
