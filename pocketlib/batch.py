@@ -48,12 +48,14 @@ def put_many(
     tried (items that succeeded stay stored)."""
     per_node: dict[str, list[Entry]] = defaultdict(list)
     large: list[tuple[str, Entry]] = []
+    # Where striped values may exist, each put asks for the manifest it replaces (see put()).
+    replacing = Flag.REPLACED if job._may_stripe else 0
     for key, data in items.items():
         node, raw, view, flags = job._encode(key, data, compress, persist)
         if len(view) > job._stripe_above:  # striped: no one node
             large.append(("", Entry(raw, view, 0, flags)))
             continue
-        entry = Entry(raw, view, 0, flags, checksum(view))
+        entry = Entry(raw, view, 0, flags | replacing, checksum(view))
         if len(view) > BATCH_BYTES:  # a value larger than a batch travels alone
             large.append((node, entry))
         else:
@@ -69,8 +71,11 @@ def put_many(
                 entries,
                 ttl_ms=ttl_ms,
             ):
-                if result.status and first_error is None:
-                    first_error = error_for_status(result.status, bytes(result.value).decode())
+                if result.status:
+                    if first_error is None:
+                        first_error = error_for_status(result.status, bytes(result.value).decode())
+                elif result.flags & Flag.STRIPED:  # it replaced a striped value: its chunks go
+                    stripes.drop_chunks(job, result.key, result.value)
         except PocketError as exc:  # this node failed; the others still get their items
             first_error = first_error or exc
     for node, e in large:
@@ -78,10 +83,12 @@ def put_many(
             if not node:
                 stripes.put(job, e.key, e.value, e.flags, ttl_ms)
                 continue
-            job.client.call(
+            h, old = job.client.call(
                 node, Op.PUT, job._job, job._tokens[node], e.key, body=(e.value,),
                 flags=e.flags, ttl_ms=ttl_ms, value_checksum=e.checksum,
             )  # fmt: skip
+            if h.flags & Flag.STRIPED:
+                stripes.drop_chunks(job, e.key, old)
         except PocketError as exc:
             first_error = first_error or exc
     if first_error is not None:

@@ -430,10 +430,16 @@ class Session:
                 _check_key(key)
                 if e.flags & Flag.PERSIST and not self.node.persists:
                     raise RequestError("this node has no persist tier (start it with --persist)")
+                replaced = self._striped_value(job, key) if e.flags & _REPLACED else None
                 res = self.tier.reserve(len(e.value))
                 res.fill(e.value)
-                meta = self.commit(res, job, key, checksum=e.checksum, flags=e.flags, ttl=ttl)
-                results.append(Entry(e.key, b"", 0, 0, meta.version))
+                meta = self.commit(
+                    res, job, key, checksum=e.checksum, flags=e.flags & _STORED, ttl=ttl
+                )
+                if replaced is not None:  # as for PUT: the manifest it replaced, for its chunks
+                    results.append(Entry(e.key, replaced, 0, Flag.STRIPED, meta.version))
+                else:
+                    results.append(Entry(e.key, b"", 0, 0, meta.version))
             except (PocketError, UnicodeDecodeError) as exc:
                 results.append(_error_entry(e.key, exc))
         self._count(len(body), 0)

@@ -296,6 +296,14 @@ def test_a_small_overwrite_of_a_striped_value_leaves_no_chunks(job: Job) -> None
     assert total(job) == 1
 
 
+def test_put_many_over_striped_values_leaves_no_chunks(job: Job) -> None:
+    job.put_many({"a": os.urandom(3 * STRIPE), "b": os.urandom(5 * STRIPE)})
+    assert total(job) > 2
+    job.put_many({"a": b"small", "b": b"x" * 2000, "c": b"new"})
+    assert job.get_many(["a", "b", "c"]) == {"a": b"small", "b": b"x" * 2000, "c": b"new"}
+    assert total(job) == 3
+
+
 def test_a_failed_put_leaves_no_chunks_and_the_old_value(job: Job) -> None:
     big = with_stripe(job, 4 * MiB)
     old = os.urandom(3 * 4 * MiB)
