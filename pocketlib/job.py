@@ -214,17 +214,12 @@ class Job:
         if len(view) > self._stripe_above:
             stripes.put(self, raw, view, flags, _ttl_ms(ttl))
             return
-        if self._may_stripe and (len(view) < _SHARED_PUT_MIN or self.client.arena(node) is None):
-            # The value may replace a striped one: the node then answers with its manifest,
-            # and its chunks go too (a striped put does the same on its own).
-            h, old = self.client.call(
-                node, _PUT, self._job, self._tokens[node], raw, body=(view,),
-                flags=flags | Flag.REPLACED, ttl_ms=_ttl_ms(ttl), value_checksum=checksum(view),
-            )  # fmt: skip
-            if h.flags & Flag.STRIPED:
-                stripes.drop_chunks(self, raw, old)
-            return
-        self._put_at(node, raw, view, flags, _ttl_ms(ttl))
+        # Where striped values may exist, the put asks the node for the manifest of a striped
+        # value it replaces (flag REPLACED), whose chunks then go too.
+        replacing = Flag.REPLACED if self._may_stripe else 0
+        old = self._put_at(node, raw, view, flags | replacing, _ttl_ms(ttl))
+        if old is not None:
+            stripes.drop_chunks(self, raw, old)
 
     def _encode(
         self, key: str, data: Buffer, compress: bool, persist: bool
@@ -236,20 +231,21 @@ class Job:
             flags |= Flag.PERSIST
         return node, raw, view, flags
 
-    def _put_at(self, node: str, raw: bytes, view: Buffer, flags: int, ttl_ms: int) -> None:
+    def _put_at(self, node: str, raw: bytes, view: Buffer, flags: int, ttl_ms: int) -> bytes | None:
+        """One PUT on ``node``; with flag REPLACED, the manifest of a striped value replaced."""
         if len(view) >= _SHARED_PUT_MIN:
             arena = self.client.arena(node)
             if arena is not None:
                 value = memoryview(view).cast("B")
-                shared.put(
+                return shared.put(
                     self.client, arena, node, self._prefix(node), raw, value, flags, ttl_ms,
                     checksum(value),
                 )  # fmt: skip
-                return
-        self.client.call(
+        h, old = self.client.call(
             node, _PUT, self._job, self._tokens[node], raw, body=(view,), flags=flags,
             ttl_ms=ttl_ms, value_checksum=checksum(view),
         )  # fmt: skip
+        return bytes(old) if h.flags & Flag.STRIPED else None
 
     def get(self, key: str, *, delete_after_read: bool = False) -> bytes:
         """The value of ``key``; NotFoundError if absent.

@@ -251,9 +251,11 @@ def put(
     flags: int,
     ttl_ms: int,
     value_checksum: int,
-) -> None:
+) -> bytes | None:
     """SHM_RESERVE, a copy into the arena, SHM_COMMIT: on one connection, which holds the
-    reservation until the commit (the node frees it if the connection breaks first)."""
+    reservation until the commit (the node frees it if the connection breaks first).
+
+    Returns the manifest of the striped value the put replaced, if it asked (flag REPLACED)."""
     job, token = prefix
     pool = client.pools[node]
     conn = pool.acquire()
@@ -267,11 +269,13 @@ def put(
             Op.SHM_COMMIT, done, flags, job, token, key, 0, len(data), ttl_ms, rid, value_checksum
         )
         conn.send((frame,))
-        conn.read_header(done)
+        h = conn.read_header(done)
+        body = conn.read_body(h.length)
     except BaseException as exc:
         pool.discard_or_release(conn, exc)
         raise
     pool.release(conn)
+    return body if h.flags & Flag.STRIPED else None
 
 
 def buffer(

@@ -101,11 +101,18 @@ class SharedSession:
             if res.size != h.length:
                 tier.abort(res)
                 raise RequestError(f"reservation {h.arg} is {res.size} bytes, not {h.length}")
+            replaced = s._striped_value(job, key) if h.flags & Flag.REPLACED else None
             meta = s.commit(
                 res, job, key, checksum=h.checksum, flags=h.flags & Flag.STORED,
                 ttl=h.ttl_ms / 1000 if h.ttl_ms else None,
             )  # fmt: skip
-            s.conn.sendall(encode_response(h.request_id, size=meta.size, version=meta.version))
+            if replaced is not None:  # as for PUT: the manifest it replaced, for its chunks
+                s.conn.sendall(encode_response(
+                    h.request_id, flags=Flag.STRIPED, length=len(replaced), size=meta.size,
+                    version=meta.version,
+                ) + replaced)  # fmt: skip
+            else:
+                s.conn.sendall(encode_response(h.request_id, size=meta.size, version=meta.version))
             s.stats.bytes_in += meta.size
 
     def get(self, h: RequestHeader, job: str, key: str) -> None:

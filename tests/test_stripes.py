@@ -296,6 +296,17 @@ def test_a_small_overwrite_of_a_striped_value_leaves_no_chunks(job: Job) -> None
     assert total(job) == 1
 
 
+def test_a_whole_overwrite_of_stripe_size_leaves_no_chunks(job: Job) -> None:
+    """A value of exactly the stripe size is not striped, and goes through shared memory when
+    the node is on this host: that path reports what it replaced too."""
+    job.put("k", os.urandom(4 * STRIPE))
+    whole = os.urandom(STRIPE)
+    job.put("k", whole)
+    assert not job.stat("k").striped
+    assert job.get("k") == whole
+    assert total(job) == 1
+
+
 def test_put_many_over_striped_values_leaves_no_chunks(job: Job) -> None:
     job.put_many({"a": os.urandom(3 * STRIPE), "b": os.urandom(5 * STRIPE)})
     assert total(job) > 2
