@@ -189,13 +189,23 @@ class JobHints:
                 raise ConfigError(f"max_concurrency must be a positive int, not {n!r}")
             if n > _MAX_CONCURRENCY:
                 raise ConfigError(f"max_concurrency {n} is beyond {_MAX_CONCURRENCY:,} functions")
+        # 0 means "not given", as in Pocket's API (a job that stores nothing or moves nothing
+        # at all has no use for an allocation, and would divide the placement by zero).
+        if self.capacity in (0, "0"):
+            object.__setattr__(self, "capacity", None)
+        if self.peak_throughput in (0, "0"):
+            object.__setattr__(self, "peak_throughput", None)
         if self.capacity is not None:
             capacity = parse_size(_no_float(self.capacity, "capacity"))
+            if capacity == 0:
+                raise ConfigError(f"capacity {self.capacity!r} is zero: leave it out instead")
             if capacity > _MAX_CAPACITY:
                 raise ConfigError(f"capacity {format_size(capacity)} is beyond any cluster")
             object.__setattr__(self, "capacity", capacity)
         if self.peak_throughput is not None:
             rate = parse_throughput(_no_float(self.peak_throughput, "peak_throughput"))
+            if rate == 0:
+                raise ConfigError(f"peak_throughput {self.peak_throughput!r} is zero: leave it out")
             if rate > _MAX_THROUGHPUT:
                 raise ConfigError(f"peak_throughput {format_rate(rate)} is beyond any cluster")
             object.__setattr__(self, "peak_throughput", rate)

@@ -71,8 +71,9 @@ class Placing:
             other = catalog[name]
             part = Demand(name, math.ceil(demand.throughput * left),
                           math.ceil(demand.capacity * left), demand.bound, 0.0)  # fmt: skip
+            planned = sum(len(p.new_nodes) for _, p, _ in parts)
             try:
-                placement = self._place(part, other, partial=True)
+                placement = self._place(part, other, partial=True, planned=planned)
                 parts.append((other, placement, left))
                 left = 0.0
                 break
@@ -94,9 +95,12 @@ class Placing:
             )
         return parts
 
-    def _place(self, demand: Demand, spec: TierSpec, *, partial: bool = False) -> Placement:
+    def _place(
+        self, demand: Demand, spec: TierSpec, *, partial: bool = False, planned: int = 0
+    ) -> Placement:
+        """``planned``: nodes other parts of the same job will start (they count as fleet)."""
         active = self._loads(demand.tier, "active")
-        room = self.max_nodes - self._fleet_size()
+        room = self.max_nodes - self._fleet_size() - planned
         # (Draining nodes are not taken back: they refuse new data until their next heartbeat.)
         placement = pack(demand, active, spec, max_new_nodes=None)
         can_start = self.provisioner is not None and demand.tier in self.tiers
@@ -162,9 +166,10 @@ class Placing:
     def _replace(self, dead: NodeRecord) -> None:
         """Jobs with weight on a dead node: a map without it, and capacity in its place."""
         for job in self.jobs.values():
+            if any(dead.address in m.weights for m in job.maps):  # (draining ones too)
+                job.lost.add(dead.address)
             lost = job.alloc.pop(dead.name, None)
             if lost is not None:
-                job.lost.add(dead.address)
                 self._move(job, lost, dead.tier, start=True)
 
     def _shrink(self, node: NodeRecord) -> None:
@@ -193,8 +198,14 @@ class Placing:
         if rest > 0:
             fraction = part[0] / job.demand.throughput * rest
             room = self._fleet_size() < self.max_nodes
+            handle = None
             if start and self.provisioner is not None and room:
-                job.pending[self._start_node(spec)] = fraction
+                try:
+                    handle = self._start_node(spec)
+                except Exception as exc:  # the job still gets its new map, over what runs
+                    log.warning("could not start a %s node for job %s: %s", tier, job.id, exc)
+            if handle is not None:
+                job.pending[handle] = fraction
             else:
                 targets = [n for n in job.alloc if self.nodes[n].state == "active"] or [
                     ld.name for ld in self._loads(demand.tier, "active")

@@ -144,7 +144,10 @@ class Controller(Placing):
                 record.provisioned = True
             self._scale_ups.discard(name)
             for job in self.jobs.values():
+                # An address may come back (a restarted node, a reused pod IP): it is a node
+                # again, so no ticket may skip it as lost or retired.
                 job.lost.discard(address)
+                job.retired.discard(address)
                 if name in job.pending:
                     self._join_job(job, record, job.pending.pop(name))
             if grow:
@@ -167,6 +170,8 @@ class Controller(Placing):
             record.last_seen = time.monotonic()
             if record.state == "dead":
                 record.state = "active"  # it was unreachable, not gone: its data is intact
+                for held in self.jobs.values():
+                    held.lost.discard(record.address)
             record.cpu = float(body.get("cpu", 0.0))
             record.net = float(body.get("net", 0.0))
             record.used = int(body.get("used", 0))

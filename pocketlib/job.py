@@ -98,14 +98,16 @@ class Job:
         version, so a superset of the old ones) are in place before any new route is.
         """
         self._tokens = dict(tokens) if tokens else dict.fromkeys(ticket.nodes, ticket.token)
-        self.ticket = ticket
+        # Reads look at every version while the routes change (the one-version shortcut is
+        # taken only once everything below is in place); ``ticket`` goes last: readers
+        # compare it with the one they started with to know a read may be repeated.
+        self._single = False
         #: The job's name (its id on the nodes is ``ticket.job``).
         self.name = ticket.name
         self._job = ticket.job.encode()
         self.router = VersionedRouter(ticket.maps)
         self._lost = ticket.lost
         self._gone = ticket.lost | ticket.retired
-        self._single = len(ticket.maps) == 1
         self._node_for = ticket.maps[-1].router.node_for
         self._live_nodes = [n for n in self.router.nodes if n not in self._gone]
         # Striping needs two nodes to gain anything; values above this length are striped.
@@ -113,14 +115,20 @@ class Job:
         self._stripe_above = ticket.stripe_size if many else sys.maxsize
         #: Whether any version has several nodes, so striped values may exist.
         self._may_stripe = any(len(m.weights) > 1 for m in ticket.maps)
+        self._single = len(ticket.maps) == 1
+        self.ticket = ticket
 
     def refresh(self) -> bool:
-        """Fetch the job's current ticket from the controller; whether it changed."""
+        """Fetch the job's current ticket from the controller; whether it changed.
+
+        A ticket older than the one in use (a slow answer overtaken by another thread's
+        refresh) is ignored: weight maps only ever gain versions.
+        """
         ticket = self.client.ticket(self.ticket)
-        changed = ticket.as_dict() != self.ticket.as_dict()
-        if changed:
-            self._use(ticket)
-        return changed
+        if ticket.version < self.ticket.version or ticket.as_dict() == self.ticket.as_dict():
+            return False
+        self._use(ticket)
+        return True
 
     def deregister(self) -> dict[str, Any]:
         """Free the job's allocation and all its data on every node (controller jobs)."""
@@ -179,17 +187,21 @@ class Job:
         writes it through to the node's persist tier (S3), so it outlives :meth:`purge`. A
         value (compressed, if ``compress``) above the job's stripe size is striped.
         """
+        before = self.ticket
         try:
             self._put(key, data, ttl, compress, persist)
         except (DrainingError, TransportError, CapacityError):
-            if not self._refreshed():
+            if not self._refreshed(before):
                 raise
             self._put(key, data, ttl, compress, persist)
 
-    def _refreshed(self) -> bool:
+    def _refreshed(self, before: Ticket) -> bool:
         """After a write refused by a draining or full node, or a node that is gone: whether
-        the controller has a newer ticket (then it is in use, and the write may be retried:
-        a newer weight map may send the key elsewhere)."""
+        the job now has a newer ticket than ``before``, the one the failed attempt used (then
+        it is in use, and the attempt may be repeated: a newer weight map may send the key
+        elsewhere). Another thread may have fetched it meanwhile."""
+        if self.ticket is not before:
+            return True
         if self.ticket.controller is None:
             return False
         try:
@@ -200,10 +212,11 @@ class Job:
     def _fresh(self, fn: Callable[[], T]) -> T:
         """``fn()``; if a node cannot be reached, once more after refreshing the ticket (the
         node may have been retired or found dead since this ticket was issued)."""
+        before = self.ticket
         try:
             return fn()
         except TransportError:
-            if not self._refreshed():
+            if not self._refreshed(before):
                 raise
         return fn()
 
@@ -257,10 +270,16 @@ class Job:
                 return self._read(key, self._take_newest)
             return self._read(key, lambda n, r: self._get_at(n, r, False))
         raw = validate_key(key)
+        before = self.ticket
         try:
             return self._get_at(self._node_for(raw), raw, delete_after_read)
         except TransportError:  # a node retired or replaced since this ticket was issued?
-            if not self._refreshed():
+            if not self._refreshed(before):
+                raise
+        except NotFoundError:
+            # Another thread switched this job to a ticket with older versions to look in
+            # while this read used only the newest node: look again, everywhere.
+            if self.ticket is before:
                 raise
         return self.get(key, delete_after_read=delete_after_read)
 
@@ -447,11 +466,12 @@ class Job:
 
     def _list_node(self, node: str, prefix: bytes, page_size: int) -> Iterator[str]:
         cursor = b""
+        before = self.ticket
         while True:
             try:
                 h, body = self._call(node, Op.LIST, prefix, body=[cursor], arg=page_size)
             except TransportError:
-                if self._refreshed() and node in self._gone and node not in self._lost:
+                if self._refreshed(before) and node in self._gone and node not in self._lost:
                     return  # retired once it held none of the job's data
                 raise
             keys = decode_keys(body)
@@ -481,10 +501,11 @@ class Job:
         Raises the first error after trying every item; items that succeeded stay stored.
         """
         ttl_ms = _ttl_ms(ttl)
+        before = self.ticket
         try:
             batch.put_many(self, items, ttl_ms, compress, persist)
         except (DrainingError, TransportError, CapacityError):
-            if not self._refreshed():
+            if not self._refreshed(before):
                 raise
             batch.put_many(self, items, ttl_ms, compress, persist)  # puts are idempotent: all again
 
@@ -492,10 +513,11 @@ class Job:
         """Values of the keys that exist (missing keys are left out), batched and pipelined."""
         wanted = [validate_key(key) for key in keys]
         out: dict[str, bytes] = {}
+        before = self.ticket
         try:
             batch.get_many(self, wanted, delete_after_read, out)
         except TransportError:  # (values already taken are kept: delete-after-read is done)
-            if not self._refreshed():
+            if not self._refreshed(before):
                 raise
             wanted = [r for r in wanted if r.decode() not in out]
             batch.get_many(self, wanted, delete_after_read, out)

@@ -103,6 +103,7 @@ def demand_for(
             throughput = math.ceil(capacity / spec.node_capacity * spec.node_bandwidth)
     if capacity is None:
         capacity = math.ceil(throughput / spec.node_bandwidth * spec.node_capacity)
+    throughput, capacity = max(throughput, 1), max(capacity, 1)  # never divide by zero
     by_throughput = throughput / spec.node_bandwidth
     by_capacity = capacity / spec.node_capacity
     # Pocket's rule (>=); a throughput derived from the capacity hint leaves the capacity as
