@@ -61,6 +61,7 @@ def put_many(
         else:
             per_node[node].append(entry)
     first_error: PocketError | None = None
+    stored: list[bytes] = []  # keys whose new value is in
     for node, entries in per_node.items():
         try:
             for result in pipeline(
@@ -74,7 +75,9 @@ def put_many(
                 if result.status:
                     if first_error is None:
                         first_error = error_for_status(result.status, bytes(result.value).decode())
-                elif result.flags & Flag.STRIPED:  # it replaced a striped value: its chunks go
+                    continue
+                stored.append(result.key)
+                if result.flags & Flag.STRIPED:  # it replaced a striped value: its chunks go
                     stripes.drop_chunks(job, result.key, result.value)
         except PocketError as exc:  # this node failed; the others still get their items
             first_error = first_error or exc
@@ -82,15 +85,20 @@ def put_many(
         try:
             if not node:
                 stripes.put(job, e.key, e.value, e.flags, ttl_ms)
+                stored.append(e.key)
                 continue
             h, old = job.client.call(
                 node, Op.PUT, job._job, job._tokens[node], e.key, body=(e.value,),
                 flags=e.flags, ttl_ms=ttl_ms, value_checksum=e.checksum,
             )  # fmt: skip
+            stored.append(e.key)
             if h.flags & Flag.STRIPED:
                 stripes.drop_chunks(job, e.key, old)
         except PocketError as exc:
             first_error = first_error or exc
+    if not job._single:  # as put(): no older copy of a key that was stored may stay
+        for raw in stored:
+            job._drop_older(bytes(raw))
     if first_error is not None:
         raise first_error
 

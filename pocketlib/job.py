@@ -224,6 +224,19 @@ class Job:
         self, key: str, data: Buffer, ttl: float | None, compress: bool, persist: bool
     ) -> None:
         node, raw, view, flags = self._encode(key, data, compress, persist)
+        self._put_whole_or_striped(node, raw, view, flags, ttl)
+        if not self._single:  # once it is stored: copies older weight maps placed elsewhere
+            self._drop_older(raw)
+
+    def _drop_older(self, raw: bytes) -> None:
+        """Delete the copies of ``raw`` that older weight-map versions placed on other nodes
+        than the newest, so that no read can find an overwritten value there."""
+        nodes = self.router.read_nodes(raw)
+        self._delete_older(raw, [n for n in nodes[1:] if n not in self._gone])
+
+    def _put_whole_or_striped(
+        self, node: str, raw: bytes, view: Buffer, flags: int, ttl: float | None
+    ) -> None:
         if len(view) > self._stripe_above:
             stripes.put(self, raw, view, flags, _ttl_ms(ttl))
             return

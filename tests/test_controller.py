@@ -25,6 +25,7 @@ from pocketlib.errors import (
     UnknownJobError,
 )
 from pocketlib.protocol import Op
+from pocketlib.routing.weightmap import VersionedRouter
 
 MiB = 1024 * 1024
 
@@ -427,5 +428,35 @@ def test_a_full_node_makes_a_stale_handle_refresh_and_write_elsewhere() -> None:
         assert len(stored) > 16  # more than one 16 MiB node could hold
         assert len({stale.router.write_node(k.encode()) for k in stored}) > 1
         assert sorted(job.list()) == sorted(stored)
+        job.deregister()
+        client.close()
+
+
+def test_an_overwrite_never_reads_back_the_value_it_replaced() -> None:
+    """A key written under map v1 (node a) and overwritten under v2 (node b): once v3 routes
+    it back to a, reads must find the new value, not the copy v1 left on a."""
+    with LocalCluster(node_capacity="16MiB", tick=0.1, autoscale=False) as cl:
+        c = cl.controller
+        client = cl.client()
+        job = client.register_job("j", JobHints(capacity="4MiB"))
+        with c.lock:  # the job grows onto the second node (as a hot tier makes it): v2
+            record = c.jobs[job.ticket.job]
+            (a,) = record.alloc
+            b = next(n for n in c.nodes if n != a)
+            record.alloc[b] = record.alloc[a]
+            c._new_map(record)
+            grown = VersionedRouter(c.ticket(record.id).maps)
+        key = next(k for k in (f"k{i}" for i in range(1000))
+                   if grown.write_node(k.encode()) == c.nodes[b].address)  # fmt: skip
+        job.put(key, b"old")  # v1: on a
+        assert job.refresh()
+        job.put(key, b"new")  # v2: on b
+        with c.lock:  # b is drained: v3 routes everything to a again
+            c.nodes[b].state = "draining"
+            c._shrink(c.nodes[b])
+        assert job.refresh()
+        assert job.get(key) == b"new"
+        job.put_many({key: b"newer"})
+        assert job.get_many([key]) == {key: b"newer"}
         job.deregister()
         client.close()
