@@ -7,8 +7,10 @@ the usage ledger, as JSON written atomically and readable by its owner only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -132,11 +134,18 @@ def encode_state(
 
 def save_state(path: str, state: Mapping[str, Any]) -> None:
     """Write ``state`` (see :func:`encode_state`) to ``path`` atomically."""
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the secret
-    with os.fdopen(fd, "w") as f:
-        json.dump(state, f)
-    os.replace(tmp, path)
+    # A file of its own (mkstemp makes it 0600: it holds the secret), renamed over the old one.
+    fd, tmp = tempfile.mkstemp(
+        prefix=os.path.basename(path) + ".", dir=os.path.dirname(path) or "."
+    )
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def load_state(path: str) -> SavedState:

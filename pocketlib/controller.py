@@ -115,6 +115,7 @@ class Controller(Placing):
         self._joined = threading.Condition(self.lock)
         self._last_tick: float | None = None
         self._nodes_client: Client | None = None
+        self._save_lock = threading.Lock()
         self._secret = self.secret.encode()
         if state_path and os.path.exists(state_path):
             self._load(state_path)
@@ -273,7 +274,10 @@ class Controller(Placing):
                     with self.lock:
                         seen = node.requests.get(job_id, 0)
                         node.requests[job_id] = now
-                    self.ledger.count_requests(job_id, node.tier, now - seen)
+                    # (a counter below the last seen: the node restarted and counts anew)
+                    self.ledger.count_requests(
+                        job_id, node.tier, now - seen if now >= seen else now
+                    )
                 freed += client.call(address, Op.JOB_DELETE, job_id.encode(), token)[0].size
             except PocketError as exc:  # the node's next heartbeat is told to drop it
                 log.warning("could not free %s on %s: %s", job_id, address, exc)
@@ -312,7 +316,7 @@ class Controller(Placing):
         with self.lock:
             elapsed = 0.0 if self._last_tick is None else now - self._last_tick
             self._last_tick = now
-            self._find_dead(now)
+            changed = self._find_dead(now)
             # Stopping a process or deleting a pod can take seconds: done after the lock.
             to_stop.extend(self._expire_starting(now))
             self._account(elapsed, now)
@@ -336,14 +340,20 @@ class Controller(Placing):
         for name in to_stop:
             if self.provisioner is not None:
                 self.provisioner.stop_node(name)
+        if decisions or changed:  # new maps, drained or lost nodes: a restart must see them
+            self._save()
         return decisions
 
-    def _find_dead(self, now: float) -> None:
+    def _find_dead(self, now: float) -> bool:
+        """Mark nodes that missed their heartbeats dead; whether any was."""
+        found = False
         for node in self.nodes.values():
             if node.state != "dead" and now - node.last_seen > self.dead_after:
                 node.state = "dead"
                 log.warning("node %s (%s) missed its heartbeats: dead", node.name, node.address)
                 self._replace(node)
+                found = True
+        return found
 
     def _expire_starting(self, now: float) -> list[str]:
         """Nodes that never registered: forgotten; their handles, to be stopped (unlocked)."""
@@ -466,10 +476,13 @@ class Controller(Placing):
         """Write jobs, the secret and usage to the state file (atomically), if there is one."""
         if not self.state_path:
             return
-        with self.lock:
-            state = encode_state(self.secret, self.jobs.values(), self.nodes.values(),
-                                 self.closed, self.ledger)  # fmt: skip
-        save_state(self.state_path, state)
+        # One save at a time, each of the state as it is when its turn comes: a slower
+        # writer can never put an older snapshot over a newer one.
+        with self._save_lock:
+            with self.lock:
+                state = encode_state(self.secret, self.jobs.values(), self.nodes.values(),
+                                     self.closed, self.ledger)  # fmt: skip
+            save_state(self.state_path, state)
 
     def _load(self, path: str) -> None:
         saved = load_state(path)

@@ -173,3 +173,25 @@ def test_a_node_is_added_only_when_the_tier_stays_hot() -> None:
         assert len(c.starting) == 1
     finally:
         provisioner.close()
+
+
+def test_state_file_survives_concurrent_changes_and_the_loop(tmp_path: object) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = f"{tmp_path}/state.json"
+    c = Controller(secret=SECRET, state_path=path, scale_down_delay=0, dead_after=3600)
+    for i in range(3):
+        join(c, f"n{i}", 7000 + i)
+    with ThreadPoolExecutor(8) as pool:  # every registration saves; none may fail or be lost
+        tickets = list(pool.map(lambda i: c.register_job(f"j{i}", JobHints(capacity=MiB)),
+                                range(40)))  # fmt: skip
+    assert len(Controller(state_path=path).jobs) == 40
+    for t in tickets[1:]:
+        c.deregister_job(t.job, t.token)
+    wide = c.register_job("wide", JobHints(capacity=150 * MiB))
+    drains = [d for d in c.tick() if d.action == "drain"]  # a new map version for "wide"
+    assert drains
+    after = c.ticket(wide.job)
+    assert after.version > wide.version
+    again = Controller(state_path=path)  # a restart sees what the loop decided
+    assert again.ticket(wide.job).maps == after.maps
