@@ -9,9 +9,7 @@ batch per node (:mod:`pocketlib.batch`).
 
 from __future__ import annotations
 
-import contextlib
 import heapq
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -24,12 +22,12 @@ from .errors import (
     CapacityError,
     ChecksumError,
     DrainingError,
-    NodeLostError,
     NotFoundError,
     PocketError,
     RequestError,
     TransportError,
 )
+from .job_routing import RoutedJob
 from .protocol import (
     STAT_BODY,
     Buffer,
@@ -41,7 +39,6 @@ from .protocol import (
     validate_key,
     validate_prefix,
 )
-from .routing.weightmap import VersionedRouter
 from .streams import ObjectReader, ObjectWriter
 from .ticket import Ticket
 
@@ -80,7 +77,7 @@ class ObjectInfo:
     striped: bool = False
 
 
-class Job:
+class Job(RoutedJob):
     """A job's view of the store: every operation is scoped to the job's namespace."""
 
     def __init__(
@@ -91,85 +88,11 @@ class Job:
         self._readers: dict[str, Callable[[Connection, ResponseHeader], bytes]] = {}
         self._use(ticket, tokens)
 
-    def _use(self, ticket: Ticket, tokens: Mapping[str, bytes] | None = None) -> None:
-        """Route by ``ticket`` from now on (at construction and on refresh).
-
-        Threads sharing the job may be routing meanwhile: the tokens (for every node of every
-        version, so a superset of the old ones) are in place before any new route is.
-        """
-        self._tokens = dict(tokens) if tokens else dict.fromkeys(ticket.nodes, ticket.token)
-        # Reads look at every version while the routes change (the one-version shortcut is
-        # taken only once everything below is in place); ``ticket`` goes last: readers
-        # compare it with the one they started with to know a read may be repeated.
-        self._single = False
-        #: The job's name (its id on the nodes is ``ticket.job``).
-        self.name = ticket.name
-        self._job = ticket.job.encode()
-        self.router = VersionedRouter(ticket.maps)
-        self._lost = ticket.lost
-        self._gone = ticket.lost | ticket.retired
-        self._node_for = ticket.maps[-1].router.node_for
-        self._live_nodes = [n for n in self.router.nodes if n not in self._gone]
-        # Striping needs two nodes to gain anything; values above this length are striped.
-        many = len(ticket.maps[-1].weights) > 1
-        self._stripe_above = ticket.stripe_size if many else sys.maxsize
-        #: Whether any version has several nodes, so striped values may exist.
-        self._may_stripe = any(len(m.weights) > 1 for m in ticket.maps)
-        self._single = len(ticket.maps) == 1
-        self.ticket = ticket
-
-    def refresh(self) -> bool:
-        """Fetch the job's current ticket from the controller; whether it changed.
-
-        A ticket older than the one in use (a slow answer overtaken by another thread's
-        refresh) is ignored: weight maps only ever gain versions.
-        """
-        ticket = self.client.ticket(self.ticket)
-        if ticket.version < self.ticket.version or ticket.as_dict() == self.ticket.as_dict():
-            return False
-        self._use(ticket)
-        return True
-
     def deregister(self) -> dict[str, Any]:
         """Free the job's allocation and all its data on every node (controller jobs)."""
         return self.client.deregister_job(self)
 
     # -- routing ------------------------------------------------------------------------------
-    def _route(self, key: str) -> tuple[str, bytes]:
-        raw = validate_key(key)
-        return self._node_for(raw), raw
-
-    def _read(self, key: str, fn: Callable[[str, bytes], T]) -> T:
-        """``fn(node, raw_key)`` on the node holding ``key``: with several weight-map
-        versions, the newest version's node first, then each older one's on a miss.
-
-        A node that cannot be reached makes the job refresh its ticket once (it may have been
-        retired or found dead since) and try again.
-        """
-        return self._fresh(lambda: self._read_once(key, fn))
-
-    def _read_once(self, key: str, fn: Callable[[str, bytes], T]) -> T:
-        raw = validate_key(key)
-        if self._single:
-            return fn(self._node_for(raw), raw)
-        missing: PocketError | None = None
-        for node in self.router.read_nodes(raw):
-            if node in self._gone:
-                if node not in self._lost:  # retired once it held none of the job's data
-                    continue
-                missing = NodeLostError(
-                    f"{key!r} may have been on {node}, which was lost with its data"
-                )
-                continue
-            try:
-                return fn(node, raw)
-            except NotFoundError as exc:
-                missing = missing or exc
-        raise missing or NotFoundError(f"no object {key!r}")
-
-    def _call(self, node: str, op: int, key: bytes = b"", **kw: Any) -> tuple[ResponseHeader, Any]:
-        return self.client.call(node, op, self._job, self._tokens[node], key, **kw)
-
     # -- single objects -----------------------------------------------------------------------
     def put(
         self,
@@ -195,31 +118,6 @@ class Job:
                 raise
             self._put(key, data, ttl, compress, persist)
 
-    def _refreshed(self, before: Ticket) -> bool:
-        """After a write refused by a draining or full node, or a node that is gone: whether
-        the job now has a newer ticket than ``before``, the one the failed attempt used (then
-        it is in use, and the attempt may be repeated: a newer weight map may send the key
-        elsewhere). Another thread may have fetched it meanwhile."""
-        if self.ticket is not before:
-            return True
-        if self.ticket.controller is None:
-            return False
-        try:
-            return self.refresh()
-        except PocketError:
-            return False
-
-    def _fresh(self, fn: Callable[[], T]) -> T:
-        """``fn()``; if a node cannot be reached, once more after refreshing the ticket (the
-        node may have been retired or found dead since this ticket was issued)."""
-        before = self.ticket
-        try:
-            return fn()
-        except TransportError:
-            if not self._refreshed(before):
-                raise
-        return fn()
-
     def _put(
         self, key: str, data: Buffer, ttl: float | None, compress: bool, persist: bool
     ) -> None:
@@ -227,12 +125,6 @@ class Job:
         self._put_whole_or_striped(node, raw, view, flags, ttl)
         if not self._single:  # once it is stored: copies older weight maps placed elsewhere
             self._drop_older(raw)
-
-    def _drop_older(self, raw: bytes) -> None:
-        """Delete the copies of ``raw`` that older weight-map versions placed on other nodes
-        than the newest, so that no read can find an overwritten value there."""
-        nodes = self.router.read_nodes(raw)
-        self._delete_older(raw, [n for n in nodes[1:] if n not in self._gone])
 
     def _put_whole_or_striped(
         self, node: str, raw: bytes, view: Buffer, flags: int, ttl: float | None
@@ -535,12 +427,6 @@ class Job:
             wanted = [r for r in wanted if r.decode() not in out]
             batch.get_many(self, wanted, delete_after_read, out)
         return out
-
-    def _delete_older(self, raw: bytes, nodes: Iterable[str]) -> None:
-        """Delete copies of a key that older weight-map versions placed elsewhere."""
-        for node in nodes:
-            with contextlib.suppress(TransportError):  # a node that is gone took its copy along
-                self._delete_at(node, raw)
 
     # -- streams ------------------------------------------------------------------------------
     def writer(
