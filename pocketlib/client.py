@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Address, JobHints, Timeouts
 from .connection import Connection, NodePool
-from .errors import PocketError, PocketTimeoutError, RequestError, TransportError
+from .errors import PocketError, RequestError
 from .job import Job, ObjectInfo
 from .protocol import Buffer, Flag, Op, ResponseHeader, decode_json, pack_request
 from .routing.weightmap import WeightMap
 from .ticket import DEFAULT_STRIPE_SIZE, Ticket
-from .transport import map_os_error
 
 if TYPE_CHECKING:
     from .rpc import JsonChannel
@@ -117,7 +116,7 @@ class Client:
             parts = (head + body[0],) if len(body) == 1 else (head + b"".join(body),)
         else:
             parts = (head, *body)
-        return self.exchange(node, parts, rid, read, retry=not flags & _DELETE_AFTER_READ)
+        return self.pools[node].exchange(parts, rid, read, retry=not flags & _DELETE_AFTER_READ)
 
     def exchange(
         self,
@@ -128,38 +127,9 @@ class Client:
         *,
         retry: bool = True,
     ) -> tuple[ResponseHeader, T | bytes]:
-        """Send one framed request (``parts``) to ``node`` and read its response.
-
-        A request on a pooled connection that the node closed while it sat idle is retried
-        once on a fresh connection when ``retry`` (the request is idempotent).
-        """
-        pool = self.pools[node]
-        while True:
-            conn = pool.acquire()
-            try:
-                if len(parts) == 1:
-                    try:
-                        conn.sock.sendall(parts[0])
-                    except OSError as exc:
-                        raise map_os_error(exc, conn.peer) from exc
-                else:
-                    conn.send(parts)
-                h = conn.read_header(rid)
-                result = read(conn, h) if read else conn.read_body(h.length)
-            except PocketTimeoutError:
-                conn.close()
-                raise
-            except TransportError:
-                conn.close()
-                if retry and conn.reused:
-                    retry = False
-                    continue  # a stale pooled socket: the node closed it while it was idle
-                raise
-            except BaseException as exc:
-                pool.discard_or_release(conn, exc)
-                raise
-            pool.release(conn)
-            return h, result
+        """Send one framed request (``parts``) to ``node`` and read its response (see
+        :meth:`NodePool.exchange`: a stale pooled connection is retried once if ``retry``)."""
+        return self.pools[node].exchange(parts, rid, read, retry=retry)
 
     # -- direct mode --------------------------------------------------------------------------
     def open_job(self, name: str, *, stripe_size: int = DEFAULT_STRIPE_SIZE) -> Job:

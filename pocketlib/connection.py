@@ -17,13 +17,15 @@ import contextlib
 import os
 import socket
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from .config import Address, Timeouts
 from .errors import (
     ChecksumError,
     InvalidKeyError,
     PocketError,
+    PocketTimeoutError,
     ProtocolError,
     TransportError,
     error_for_status,
@@ -32,6 +34,8 @@ from .protocol import RESPONSE_HEADER, ResponseHeader, checksum, unpack_response
 from .transport import map_os_error, send_buffers, socket_reader, translate_os_errors, tune_socket
 
 __all__ = ["Connection", "NodePool"]
+
+T = TypeVar("T")
 
 _READ_BUFFER = 256 * 1024
 _CONNECTION_ENDING = (TransportError, ProtocolError, InvalidKeyError)
@@ -182,6 +186,47 @@ class NodePool:
             self.release(conn)  # the node answered with an error: still in step
         else:
             conn.close()
+
+    def exchange(
+        self,
+        parts: Sequence[bytes | bytearray | memoryview],
+        rid: int,
+        read: Callable[[Connection, ResponseHeader], T] | None = None,
+        *,
+        retry: bool = True,
+    ) -> tuple[ResponseHeader, T | bytes]:
+        """Send one framed request (``parts``) and read its response (``read`` consumes the
+        body; default: read it as bytes).
+
+        A request on a pooled connection that the node closed while it sat idle is retried
+        once on a fresh connection when ``retry`` (the request is idempotent).
+        """
+        while True:
+            conn = self.acquire()
+            try:
+                if len(parts) == 1:  # one small send, no gathered write
+                    try:
+                        conn.sock.sendall(parts[0])
+                    except OSError as exc:
+                        raise map_os_error(exc, conn.peer) from exc
+                else:
+                    conn.send(parts)
+                h = conn.read_header(rid)
+                result = read(conn, h) if read else conn.read_body(h.length)
+            except PocketTimeoutError:
+                conn.close()
+                raise
+            except TransportError:
+                conn.close()
+                if retry and conn.reused:
+                    retry = False
+                    continue  # a stale pooled socket: the node closed it while it was idle
+                raise
+            except BaseException as exc:
+                self.discard_or_release(conn, exc)
+                raise
+            self.release(conn)
+            return h, result
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:

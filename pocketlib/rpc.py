@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import Address, Timeouts
-from .connection import NodePool
-from .errors import TransportError
-from .protocol import decode_json, encode_json, pack_request
+from .connection import Connection, NodePool
+from .protocol import ResponseHeader, decode_json, encode_json, pack_request
 
 __all__ = ["JsonChannel"]
 
@@ -40,25 +39,13 @@ class JsonChannel:
         rid = next(self._ids) & 0xFFFFFFFF
         frame = pack_request(op, rid, 0, job.encode(), token, b"", 0, len(payload), 0, 0, 0)
         frame += payload
-        retry = True
-        while True:
-            conn = self.pool.acquire()
-            try:
-                conn.send((frame,))
-                h = conn.read_header(rid)
-                answer = decode_json(conn.read_body(h.length)) if h.length else {}
-            except TransportError:
-                conn.close()
-                if retry and conn.reused:
-                    retry = False
-                    continue
-                raise
-            except BaseException as exc:
-                self.pool.discard_or_release(conn, exc)
-                raise
-            self.pool.release(conn)
-            return answer
+        h, answer = self.pool.exchange((frame,), rid, _read_body)
+        return decode_json(answer) if h.length else {}
 
     def close(self) -> None:
         """Close pooled connections."""
         self.pool.close()
+
+
+def _read_body(conn: Connection, h: ResponseHeader) -> bytes:
+    return conn.read_body(h.length)
