@@ -87,12 +87,9 @@ def put_many(
                 stripes.put(job, e.key, e.value, e.flags, ttl_ms)
                 stored.append(e.key)
                 continue
-            h, old = job.client.call(
-                node, Op.PUT, job._job, job._tokens[node], e.key, body=(e.value,),
-                flags=e.flags, ttl_ms=ttl_ms, value_checksum=e.checksum,
-            )  # fmt: skip
+            old = job._put_at(node, e.key, e.value, e.flags, ttl_ms, e.checksum)
             stored.append(e.key)
-            if h.flags & Flag.STRIPED:
+            if old is not None:
                 stripes.drop_chunks(job, e.key, old)
         except PocketError as exc:
             first_error = first_error or exc

@@ -177,11 +177,8 @@ class Controller(Placing):
             record.net = float(body.get("net", 0.0))
             record.used = int(body.get("used", 0))
             record.job_bytes = {str(k): int(v) for k, v in dict(body.get("jobs", {})).items()}
-            requests = {str(k): int(v) for k, v in dict(body.get("requests", {})).items()}
-            for job, n in requests.items():
-                before = record.requests.get(job, 0)
-                self.ledger.count_requests(job, record.tier, n - before if n >= before else n)
-            record.requests = requests
+            for job, n in dict(body.get("requests", {})).items():
+                self._bill_requests(record, str(job), int(n))
             # Heartbeats since the node said it refuses new data: the first may still race
             # with a put that passed its check; from the second on, ``used`` is final.
             draining = record.state == "draining"
@@ -199,7 +196,6 @@ class Controller(Placing):
         if not name or len(name.encode()) > MAX_JOB_BYTES - 16:
             raise ConfigError(f"a job name must be 1 to {MAX_JOB_BYTES - 16} bytes")
         job_id = f"{name}-{secrets.token_hex(6)}"
-        to_start: list[tuple[str, TierSpec]] = []
         with self.lock:
             catalog = self._tier_catalog()
             spec, demand = choose_tier(hints, catalog, function_throughput=self.function_throughput)
@@ -211,7 +207,6 @@ class Controller(Placing):
                 for fraction in placement.new_nodes:
                     handle = self._start_node(part_spec)
                     job.pending[handle] = fraction * scale
-                    to_start.append((handle, part_spec))
                 log.info("job %s registered: %s", job_id, placement.describe())
             self.jobs[job_id] = job
             if job.alloc:
@@ -232,6 +227,13 @@ class Controller(Placing):
                         f"no node for job {job.name!r} started within {self.start_timeout:.0f} s"
                     )
                 self._joined.wait(left)
+
+    def _bill_requests(self, node: NodeRecord, job: str, total: int) -> None:
+        """``node`` has served ``total`` requests of ``job`` so far: bill the new ones (lock
+        held). A total below the last one means the node restarted and counts anew."""
+        seen = node.requests.get(job, 0)
+        node.requests[job] = total
+        self.ledger.count_requests(job, node.tier, total - seen if total >= seen else total)
 
     def deregister_job(self, job_id: str, token: bytes) -> dict[str, Any]:
         """Free the job's allocation and all its data on every node; its final usage."""
@@ -270,14 +272,10 @@ class Controller(Placing):
                 stats = decode_json(client.call(address, Op.STATS)[1])
                 node = nodes.get(address)
                 if node is not None:  # requests since its last heartbeat
-                    now = int(stats.get("job_ops", {}).get(job_id, 0))
                     with self.lock:
-                        seen = node.requests.get(job_id, 0)
-                        node.requests[job_id] = now
-                    # (a counter below the last seen: the node restarted and counts anew)
-                    self.ledger.count_requests(
-                        job_id, node.tier, now - seen if now >= seen else now
-                    )
+                        self._bill_requests(
+                            node, job_id, int(stats.get("job_ops", {}).get(job_id, 0))
+                        )
                 freed += client.call(address, Op.JOB_DELETE, job_id.encode(), token)[0].size
             except PocketError as exc:  # the node's next heartbeat is told to drop it
                 log.warning("could not free %s on %s: %s", job_id, address, exc)

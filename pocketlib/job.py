@@ -36,6 +36,7 @@ from .protocol import (
     ResponseHeader,
     checksum,
     decode_keys,
+    decompress,
     validate_key,
     validate_prefix,
 )
@@ -56,6 +57,8 @@ _LZ4, _DELETE_AFTER_READ, _STRIPED = Flag.LZ4, Flag.DELETE_AFTER_READ, Flag.STRI
 _SPECIAL = _LZ4 | _STRIPED
 _read_value = Connection.read_value
 
+#: What makes a write refresh the job's ticket and try again: a node draining, full or gone.
+_WRITE_RETRIES = (DrainingError, TransportError, CapacityError)
 #: Values from this size are written through shared memory when the node is on this host.
 _SHARED_PUT_MIN = 64 * 1024
 
@@ -110,13 +113,7 @@ class Job(RoutedJob):
         writes it through to the node's persist tier (S3), so it outlives :meth:`purge`. A
         value (compressed, if ``compress``) above the job's stripe size is striped.
         """
-        before = self.ticket
-        try:
-            self._put(key, data, ttl, compress, persist)
-        except (DrainingError, TransportError, CapacityError):
-            if not self._refreshed(before):
-                raise
-            self._put(key, data, ttl, compress, persist)
+        self._fresh(lambda: self._put(key, data, ttl, compress, persist), _WRITE_RETRIES)
 
     def _put(
         self, key: str, data: Buffer, ttl: float | None, compress: bool, persist: bool
@@ -149,19 +146,30 @@ class Job(RoutedJob):
             flags |= Flag.PERSIST
         return node, raw, view, flags
 
-    def _put_at(self, node: str, raw: bytes, view: Buffer, flags: int, ttl_ms: int) -> bytes | None:
-        """One PUT on ``node``; with flag REPLACED, the manifest of a striped value replaced."""
+    def _put_at(
+        self,
+        node: str,
+        raw: bytes,
+        view: Buffer,
+        flags: int,
+        ttl_ms: int,
+        value_checksum: int | None = None,
+    ) -> bytes | None:
+        """One PUT on ``node`` (``value_checksum`` if the caller has it); with flag REPLACED,
+        the manifest of a striped value replaced."""
+        if value_checksum is None:
+            value_checksum = checksum(view)
         if len(view) >= _SHARED_PUT_MIN:
             arena = self.client.arena(node)
             if arena is not None:
                 value = memoryview(view).cast("B")
                 return shared.put(
                     self.client, arena, node, self._prefix(node), raw, value, flags, ttl_ms,
-                    checksum(value),
+                    value_checksum,
                 )  # fmt: skip
         h, old = self.client.call(
             node, _PUT, self._job, self._tokens[node], raw, body=(view,), flags=flags,
-            ttl_ms=ttl_ms, value_checksum=checksum(view),
+            ttl_ms=ttl_ms, value_checksum=value_checksum,
         )  # fmt: skip
         return bytes(old) if h.flags & Flag.STRIPED else None
 
@@ -212,7 +220,7 @@ class Job(RoutedJob):
         value's chunks assembled, a compressed one decompressed."""
         if flags & _STRIPED:
             return stripes.get(self, raw, data, delete_after_read)
-        return _decompress(data) if flags & _LZ4 else bytes(data)
+        return decompress(data) if flags & _LZ4 else bytes(data)
 
     def _reader_for(self, node: str) -> Callable[[Connection, ResponseHeader], bytes]:
         """How GET answers from ``node`` are read: through its arena when it is mapped here."""
@@ -245,7 +253,7 @@ class Job(RoutedJob):
                 return stripes.get_into(self, raw, body, target, delete_after_read)
             if isinstance(got, int):
                 return got
-            value = _decompress(got) if h.flags & Flag.LZ4 else got
+            value = decompress(got) if h.flags & Flag.LZ4 else got
             if len(value) > len(target):
                 raise _too_small(key, len(value), len(target))
             target[: len(value)] = value
@@ -255,7 +263,7 @@ class Job(RoutedJob):
             if h.flags & _STRIPED:
                 return conn.read_value(h)  # the manifest
             if h.flags & Flag.LZ4:
-                value = _decompress(conn.read_value(h))
+                value = decompress(conn.read_value(h))
                 if len(value) > len(target):
                     raise _too_small(key, len(value), len(target))
                 target[: len(value)] = value
@@ -315,7 +323,7 @@ class Job(RoutedJob):
             with buf:
                 if flags & _STRIPED:
                     return stripes.get_buffer(self, raw, buf.view, delete_after_read)
-                return SharedBuffer(memoryview(_decompress(buf.view)))
+                return SharedBuffer(memoryview(decompress(buf.view)))
         return buf
 
     def _prefix(self, node: str) -> tuple[bytes, bytes]:
@@ -406,13 +414,8 @@ class Job(RoutedJob):
         Raises the first error after trying every item; items that succeeded stay stored.
         """
         ttl_ms = _ttl_ms(ttl)
-        before = self.ticket
-        try:
-            batch.put_many(self, items, ttl_ms, compress, persist)
-        except (DrainingError, TransportError, CapacityError):
-            if not self._refreshed(before):
-                raise
-            batch.put_many(self, items, ttl_ms, compress, persist)  # puts are idempotent: all again
+        # (Puts are idempotent: a retry puts every item again.)
+        self._fresh(lambda: batch.put_many(self, items, ttl_ms, compress, persist), _WRITE_RETRIES)
 
     def get_many(self, keys: Iterable[str], *, delete_after_read: bool = False) -> dict[str, bytes]:
         """Values of the keys that exist (missing keys are left out), batched and pipelined."""
@@ -495,14 +498,6 @@ def _prepare_value(data: Buffer, compress: bool) -> tuple[Buffer, int]:
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
     return view, 0
-
-
-def _decompress(data: Buffer) -> bytes:
-    try:
-        out: bytes = lz4.block.decompress(data)
-    except Exception as exc:  # lz4 raises a bare LZ4BlockError
-        raise ChecksumError(f"compressed value does not decompress: {exc}") from exc
-    return out
 
 
 def _ttl_ms(ttl: float | None) -> int:

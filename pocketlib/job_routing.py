@@ -120,13 +120,16 @@ class RoutedJob:
         except PocketError:
             return False
 
-    def _fresh(self, fn: Callable[[], T]) -> T:
-        """``fn()``; if a node cannot be reached, once more after refreshing the ticket (the
-        node may have been retired or found dead since this ticket was issued)."""
+    def _fresh(
+        self, fn: Callable[[], T], retry_on: tuple[type[PocketError], ...] = (TransportError,)
+    ) -> T:
+        """``fn()``; if it raises one of ``retry_on`` (by default: a node cannot be reached),
+        once more after refreshing the ticket (the node may have been retired or found dead,
+        or the job's weight map grown, since this ticket was issued)."""
         before = self.ticket
         try:
             return fn()
-        except TransportError:
+        except retry_on:
             if not self._refreshed(before):
                 raise
         return fn()

@@ -31,10 +31,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import lz4.block
 import xxhash
 
 from .config import MAX_JOB_BYTES, MAX_KEY_BYTES
-from .errors import InvalidKeyError, ProtocolError, VersionError
+from .errors import ChecksumError, InvalidKeyError, ProtocolError, VersionError
 
 __all__ = [
     "BODY_OPS",
@@ -59,6 +60,7 @@ __all__ = [
     "decode_entries",
     "decode_extents",
     "decode_json",
+    "decompress",
     "decode_keys",
     "encode_entries",
     "encode_extents",
@@ -238,6 +240,16 @@ class Entry:
     status: int = 0
     flags: int = 0
     checksum: int = 0
+
+
+def decompress(data: bytes | bytearray | memoryview) -> bytes:
+    """The value of an object stored with Flag.LZ4 (lz4 block format, size stored);
+    ChecksumError if it does not decompress."""
+    try:
+        out: bytes = lz4.block.decompress(data)
+    except Exception as exc:  # lz4 raises a bare LZ4BlockError
+        raise ChecksumError(f"compressed value does not decompress: {exc}") from exc
+    return out
 
 
 def checksum(data: bytes | bytearray | memoryview) -> int:

@@ -27,8 +27,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-import lz4.block
-
 from .config import MAX_KEY_BYTES
 from .connection import Connection
 from .errors import (
@@ -40,7 +38,7 @@ from .errors import (
     RequestError,
     VersionError,
 )
-from .protocol import Buffer, Flag, Hasher, Op, checksum
+from .protocol import Buffer, Flag, Hasher, Op, checksum, decompress
 
 if TYPE_CHECKING:
     from .client import Client
@@ -397,27 +395,19 @@ def _assemble(job: Job, raw: bytes, m: Manifest, take: bool) -> bytes:
     return io_.getvalue()
 
 
-def _decompress(data: Buffer) -> bytes:
-    try:
-        out: bytes = lz4.block.decompress(data)
-    except Exception as exc:  # lz4 raises a bare LZ4BlockError
-        raise ChecksumError(f"compressed value does not decompress: {exc}") from exc
-    return out
-
-
 def get(job: Job, raw: bytes, body: Buffer, take: bool) -> bytes:
     """The value whose manifest is ``body`` (``take``: the manifest was read with
     DELETE_AFTER_READ, and the chunks are taken too)."""
     m = Manifest.decode(body, raw)
     out = _assemble(job, raw, m, take)
-    return _decompress(out) if m.lz4 else out
+    return decompress(out) if m.lz4 else out
 
 
 def get_into(job: Job, raw: bytes, body: Buffer, target: memoryview, take: bool) -> int:
     """Read the value whose manifest is ``body`` into ``target``; its length."""
     m = Manifest.decode(body, raw)
     if m.lz4:
-        value = _decompress(_assemble(job, raw, m, take))
+        value = decompress(_assemble(job, raw, m, take))
         if len(value) > len(target):
             raise _too_small(raw, len(value), len(target))
         target[: len(value)] = value
@@ -440,7 +430,7 @@ def get_buffer(job: Job, raw: bytes, body: Buffer, take: bool) -> SharedBuffer:
 
     m = Manifest.decode(body, raw)
     if m.lz4:
-        return SharedBuffer(memoryview(_decompress(_assemble(job, raw, m, take))))
+        return SharedBuffer(memoryview(decompress(_assemble(job, raw, m, take))))
     return SharedBuffer(memoryview(_assemble(job, raw, m, take)))
 
 
@@ -449,7 +439,7 @@ def get_range(job: Job, node: str, raw: bytes, version: int, start: int, end: in
     of the chunks that cover them, in parallel."""
     m = manifest_at(job, node, raw, version)
     if m.lz4:  # ranges of compressed values: decompress the whole value
-        return _decompress(_assemble(job, raw, m, False))[start:end]
+        return decompress(_assemble(job, raw, m, False))[start:end]
     end = min(end, m.size)
     if start >= end:
         return b""
