@@ -25,7 +25,7 @@ from .protocol import (
     encode_response,
     unpack_request,
 )
-from .transport import socket_reader, tune_socket
+from .transport import shut_down, socket_reader, tune_socket
 
 __all__ = ["ControlServer"]
 
@@ -86,14 +86,7 @@ class ControlServer:
         if self._stop.is_set():
             return
         self._stop.set()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        shut_down(self._listener, self._open_connections)
         for t in self._threads:
             t.join(timeout=5)
         self.controller.close()
@@ -103,6 +96,10 @@ class ControlServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _open_connections(self) -> list[socket.socket]:
+        with self._lock:
+            return list(self._conns)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.tick_interval):

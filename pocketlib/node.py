@@ -32,7 +32,7 @@ from .errors import AccessError, TokenError, UnknownJobError
 from .session import OP_NAMES, ConnStats, Session
 from .tiers.base import TierDriver
 from .tiers.persist import PersistingTier
-from .transport import tune_socket
+from .transport import shut_down, tune_socket
 
 __all__ = ["StorageNode"]
 
@@ -111,14 +111,7 @@ class StorageNode:
             return
         self._stopping.set()
         self._stop_requested.set()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        with self.lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        shut_down(self._listener, self._open_connections)
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout=5)
@@ -204,6 +197,10 @@ class StorageNode:
             }
 
     # -- threads ------------------------------------------------------------------------------
+    def _open_connections(self) -> list[socket.socket]:
+        with self.lock:
+            return list(self._conns)
+
     def _accept_loop(self) -> None:
         while not self._stopping.is_set():
             try:

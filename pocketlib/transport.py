@@ -10,13 +10,14 @@ import contextlib
 import io
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from .errors import ConnectError, PocketTimeoutError, TransportError
 
 __all__ = [
     "map_os_error",
     "send_buffers",
+    "shut_down",
     "socket_reader",
     "translate_os_errors",
     "tune_socket",
@@ -103,3 +104,15 @@ def translate_os_errors(peer: str, *, connecting: bool = False) -> Iterator[None
         yield
     except OSError as exc:
         raise map_os_error(exc, peer, connecting=connecting) from exc
+
+
+def shut_down(listener: socket.socket, connections: Callable[[], Iterable[socket.socket]]) -> None:
+    """Stop a server: no new connections, then every open one (``connections()``, asked once
+    the listener is shut, so none accepted meanwhile escapes) woken from its blocking read; its
+    serving thread then sees the end of the stream and exits. Never raises."""
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
+    for conn in connections():
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)
