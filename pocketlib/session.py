@@ -61,7 +61,10 @@ __all__ = ["OP_NAMES", "ConnStats", "Session"]
 
 _DRAIN_CHUNK = 1 << 20
 _LIST_PAGE_MAX = 10_000
-_OPS_WITHOUT_JOB = frozenset({int(Op.PING), int(Op.JOB_OPEN), int(Op.STATS), int(Op.MAP_INFO)})
+# (Control operations too: a storage node refuses them in _simple, whatever job they name.)
+_OPS_WITHOUT_JOB = frozenset(
+    {int(Op.PING), int(Op.JOB_OPEN), int(Op.STATS), int(Op.MAP_INFO), *CONTROL_OPS}
+)
 _SHARED_OPS = frozenset(
     int(op) for op in (Op.MAP_INFO, Op.SHM_GET, Op.SHM_RELEASE, Op.SHM_RESERVE, Op.SHM_COMMIT)
 )
@@ -186,8 +189,6 @@ class Session:
         try:
             if h.flags & Flag.PERSIST and not self.node.persists:
                 raise RequestError("this node has no persist tier (start it with --persist)")
-            if op in CONTROL_OPS:
-                raise RequestError(f"{OP_NAMES[op]} goes to the controller, not a storage node")
             if self.node.draining and (
                 op in _NEW_DATA_OPS or (op == _STREAM_PUT and h.request_id not in uploads)
             ):
@@ -508,6 +509,8 @@ class Session:
             size = self.node.delete_job(job)
         elif op == Op.STATS:
             out = encode_json(self.node.stats())
+        elif op in CONTROL_OPS:  # (off the path of data operations: they never get here)
+            raise RequestError(f"{OP_NAMES[op]} goes to the controller, not a storage node")
         head = encode_response(h.request_id, flags=flags, length=len(out), size=size)
         conn.sendall(head + out)
 
