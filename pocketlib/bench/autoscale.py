@@ -23,6 +23,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,28 +62,31 @@ class Experiment:
     errors: dict[str, list[str]] = field(default_factory=dict)
     t0: float = 0.0
 
+    def _integral(self, value: Callable[[dict[str, Any]], float]) -> tuple[float, float]:
+        """(the integral over time of ``value(sample)``, held until the next sample; its peak)."""
+        total = peak = 0.0
+        for a, b in zip(self.samples, self.samples[1:], strict=False):
+            v = value(a)
+            total += v * (b["t"] - a["t"])
+            peak = max(peak, v)
+        return total, peak
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first sample to the last."""
+        return float(self.samples[-1]["t"] - self.samples[0]["t"])
+
     def throughput_seconds(self) -> tuple[float, float, float]:
         """(allocated, used, static peak fleet bandwidth) x seconds, in bytes."""
-        alloc = used = 0.0
-        peak = 0.0
-        for a, b in zip(self.samples, self.samples[1:], strict=False):
-            dt = b["t"] - a["t"]
-            alloc += a["alloc_throughput"] * dt
-            used += a["net"] * dt
-            peak = max(peak, a["bandwidth"])
-        duration = self.samples[-1]["t"] - self.samples[0]["t"]
-        return alloc, used, peak * duration
+        alloc, _ = self._integral(lambda s: s["alloc_throughput"])
+        used, _ = self._integral(lambda s: s["net"])
+        _, peak = self._integral(lambda s: s["bandwidth"])
+        return alloc, used, peak * self.duration
 
     def node_seconds(self) -> tuple[float, float, int]:
         """(node-seconds used, node-seconds of a static fleet sized for the peak, peak)."""
-        used = 0.0
-        peak = 0
-        for a, b in zip(self.samples, self.samples[1:], strict=False):
-            n = sum(a["nodes"].values())
-            used += n * (b["t"] - a["t"])
-            peak = max(peak, n)
-        duration = self.samples[-1]["t"] - self.samples[0]["t"]
-        return used, peak * duration, peak
+        used, peak = self._integral(lambda s: sum(s["nodes"].values()))
+        return used, peak * self.duration, int(peak)
 
 
 def paper_plan(bandwidth: int, capacity: int, time_scale: float = 1.0) -> list[JobPlan]:
@@ -251,7 +255,7 @@ def report(exp: Experiment, plans: list[JobPlan], png: Path, command: str) -> st
     """The markdown report."""
     used, static, peak = exp.node_seconds()
     alloc_ts, used_ts, static_ts = exp.throughput_seconds()
-    duration = exp.samples[-1]["t"] - exp.samples[0]["t"]
+    duration = exp.duration
     per_node = max(s["bandwidth"] / max(sum(s["nodes"].values()), 1) for s in exp.samples)
     # What the hints of the jobs running at once add up to, at its largest (allocations can
     # exceed it when the autoscaler grows a hot job, so they are not used here).
