@@ -268,3 +268,13 @@ def attach(ticket: Ticket | str | bytes | Mapping[str, Any], *, timeouts: Timeou
     handle = client.attach(parsed)
     handle._owns_client = True
     return handle
+
+
+def _reattach(ticket: Ticket, timeouts: Timeouts) -> Job:
+    """A pickled controller job, opened again (see ``Job.__reduce__``)."""
+    return attach(ticket, timeouts=timeouts)
+
+
+def _reopen(nodes: Sequence[str], name: str, stripe_size: int, timeouts: Timeouts) -> Job:
+    """A pickled direct-mode job, opened again on its nodes (see ``Job.__reduce__``)."""
+    return connect(nodes, name, timeouts=timeouts, stripe_size=stripe_size)

@@ -485,6 +485,17 @@ class Job(RoutedJob):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __reduce__(self) -> tuple[Callable[..., Job], tuple[Any, ...]]:
+        """Pickled by what opens it again, never by its connections (function arguments are
+        pickled: Lithops, multiprocessing, Dask): a controller job by its current ticket
+        (:func:`pocketlib.attach`), a direct-mode job by its nodes, name and stripe size."""
+        from .client import _reattach, _reopen
+
+        timeouts = self.client.timeouts
+        if self.ticket.controller is None and not self.ticket.token:
+            return _reopen, (tuple(self.client.nodes), self.name, self.ticket.stripe_size, timeouts)
+        return _reattach, (self.ticket, timeouts)
+
     def __repr__(self) -> str:
         return f"<Job {self.ticket.job!r} on {len(self._live_nodes)} node(s)>"
 

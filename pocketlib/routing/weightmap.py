@@ -84,6 +84,10 @@ class WeightMap:
         """``{"version": int, "weights": {node: float}}``, ready for ``json.dumps``."""
         return {"version": self.version, "weights": dict(self.weights)}
 
+    def __reduce__(self) -> tuple[type[WeightMap], tuple[int, dict[str, float]]]:
+        # By value: a read-only mapping (and the cached router) does not pickle, and need not.
+        return (WeightMap, (self.version, dict(self.weights)))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WeightMap:
         """The inverse of :meth:`as_dict`; ValueError on a malformed mapping."""
