@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import stripes
 from .connection import Connection, NodePool
-from .errors import ChecksumError, NotFoundError, PocketError, error_for_status
+from .errors import ChecksumError, NotFoundError, PocketError, StaleTicketError, error_for_status
 from .protocol import (
     Buffer,
     Entry,
@@ -71,6 +71,7 @@ def put_many(
                 job._tokens[node],
                 entries,
                 ttl_ms=ttl_ms,
+                map_version=job._version,
             ):
                 if result.status:
                     if first_error is None:
@@ -114,6 +115,7 @@ def get_many(
             candidates[raw] = [n for n in job.router.read_nodes(raw) if n not in job._gone]
     flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
     round_ = 0
+    stale: StaleTicketError | None = None  # a miss on a node that knows a newer weight map
     while candidates:
         per_node: dict[str, list[Entry]] = defaultdict(list)
         for raw, nodes in candidates.items():
@@ -124,10 +126,16 @@ def get_many(
         for node, entries in per_node.items():
             for e in pipeline(
                 job.client.pools[node], Op.MULTI_GET, job._job, job._tokens[node],
-                entries, flags=flags,
+                entries, flags=flags, map_version=job._version,
             ):  # fmt: skip
                 if e.status:
                     if e.status == NotFoundError.status:  # missing keys are left out
+                        continue
+                    if e.status == StaleTicketError.status:
+                        # Not a miss: the caller refreshes and asks again. The rest of the
+                        # answer is read first (delete-after-read values are taken already).
+                        stale = StaleTicketError(bytes(e.value).decode())
+                        del candidates[e.key]
                         continue
                     raise error_for_status(e.status, bytes(e.value).decode())
                 key = e.key.decode()
@@ -138,6 +146,8 @@ def get_many(
                     job._delete_older(e.key, candidates[e.key][round_ + 1 :])
                 del candidates[e.key]
         round_ += 1
+    if stale is not None:
+        raise stale
 
 
 def pipeline(
@@ -149,6 +159,7 @@ def pipeline(
     *,
     flags: int = 0,
     ttl_ms: int = 0,
+    map_version: int = 0,
 ) -> list[Entry]:
     """Send ``entries`` (MULTI_PUT: keys and values; MULTI_GET: keys) to one node in batched
     frames, up to :data:`WINDOW` in flight; the node's result entries, in order."""
@@ -164,7 +175,10 @@ def pipeline(
             else:
                 body = [encode_keys([e.key for e in batch])]
             length = sum(len(b) for b in body)
-            head = encode_request(op, rid, job, token, length=length, flags=flags, ttl_ms=ttl_ms)
+            head = encode_request(
+                op, rid, job, token, length=length, flags=flags, ttl_ms=ttl_ms,
+                map_version=map_version,
+            )  # fmt: skip
             conn.send([head, *body])
             pending.append(rid)
         for rid in pending:

@@ -97,10 +97,12 @@ class Client:
         ttl_ms: int = 0,
         arg: int = 0,
         value_checksum: int = 0,
+        map_version: int = 0,
     ) -> tuple[ResponseHeader, T | bytes]:
         """One request/response exchange with ``node``.
 
-        ``length`` is the body's size when there is a body, else (ranged GET) the range's.
+        ``length`` is the body's size when there is a body, else (ranged GET) the range's;
+        ``map_version`` is the weight-map version of the ticket the request is made under.
         ``read`` consumes the response body (default: read it as bytes). A request on a pooled
         connection that the node closed while it sat idle is retried once on a fresh one.
         """
@@ -108,8 +110,9 @@ class Client:
             length = len(body[0]) if len(body) == 1 else sum(len(b) for b in body)
         rid = next(self._ids) & 0xFFFFFFFF
         head = pack_request(
-            op, rid, flags, job, token, key, offset, length, ttl_ms, arg, value_checksum
-        )
+            op, rid, flags, job, token, key, offset, length, ttl_ms, arg, value_checksum,
+            map_version,
+        )  # fmt: skip
         if not body:
             parts: Sequence[Buffer] = (head,)
         elif length <= _JOIN_LIMIT:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from .config import JobHints
 from .control_state import JobRecord, NodeRecord, node_loads
 from .errors import CapacityError
+from .protocol import MAX_MAP_VERSION
 from .provisioners import Provisioner
 from .routing.allocation import (
     DEFAULT_TIERS,
@@ -160,6 +161,10 @@ class Placing:
             return
         weights = normalise(shares)
         if job.maps and dict(job.maps[-1].weights) == weights:
+            return
+        if len(job.maps) >= MAX_MAP_VERSION:  # requests carry 16 bits of it
+            log.error("job %s has %d weight maps, the most there can be: kept as it is",
+                      job.id, len(job.maps))  # fmt: skip
             return
         job.maps.append(WeightMap(len(job.maps) + 1, weights))
 

@@ -71,6 +71,10 @@ class JobRecord:
     created: float = field(default_factory=time.time)
     #: When the ledger last charged the job (monotonic clock).
     charged: float = field(default_factory=time.monotonic)
+    #: The newest weight-map version handed out in tickets: its nodes were told it first.
+    #: 0 until the first ticket (no handle can be older than a job's first map); a restarted
+    #: controller counts every map as handed out.
+    published: int = 0
 
     def add_alloc(self, name: str, more: tuple[int, int]) -> None:
         """Allocate ``more`` (throughput, capacity) on node ``name``, beside what it has."""
@@ -190,4 +194,5 @@ def _job_from_state(data: Mapping[str, Any]) -> JobRecord:
         lost=set(data.get("lost", ())), retired=set(data.get("retired", ())),
         stripe_size=int(data["stripe_size"]),
         created=float(data["created"]),
+        published=int(data["maps"][-1]["version"]) if data["maps"] else 0,
     )  # fmt: skip

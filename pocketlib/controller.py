@@ -3,9 +3,11 @@
 It turns a job's hints into an allocation on the cheapest tier that serves it (see
 :mod:`pocketlib.routing.allocation`), hands the job a :class:`~pocketlib.ticket.Ticket`, and
 keeps the fleet inside its utilization band (:mod:`pocketlib.routing.autoscale`). It never
-touches data: clients route keys themselves, and the controller talks to nodes only to free a
-deregistered job's data. :mod:`pocketlib.control_server` serves it over TCP; its records and
-state file are in :mod:`pocketlib.control_state`.
+touches data: clients route keys themselves, and the controller talks to nodes only to tell
+them a job's newest weight-map version before any ticket carries it (so that nodes fence
+handles with older tickets) and to free a deregistered job's data.
+:mod:`pocketlib.control_server` serves it over TCP; its records and state file are in
+:mod:`pocketlib.control_state`.
 
 Concurrency: one lock over the state; nothing slow (network calls, process starts) runs under
 it, so registering a job never waits for a node to start unless no running node can take any
@@ -26,7 +28,7 @@ from typing import Any
 from .accounting import Ledger
 from .auth import job_token, node_token, verify
 from .client import Client
-from .config import FUNCTION_THROUGHPUT, MAX_JOB_BYTES, Address, JobHints, format_size
+from .config import FUNCTION_THROUGHPUT, MAX_JOB_BYTES, Address, JobHints, Timeouts, format_size
 from .control_placement import Placing, charge_share
 from .control_state import (
     CLOSED_MEMORY,
@@ -51,6 +53,11 @@ from .ticket import DEFAULT_STRIPE_SIZE, UNSTRIPED, Ticket
 __all__ = ["Controller", "JobRecord", "NodeRecord"]
 
 log = logging.getLogger("pocketlib.controller")
+
+#: How long the controller waits on a node while telling it a new weight-map version: a node
+#: that does not answer in time is unreachable for clients too, and hears the version from the
+#: answer to its next heartbeat.
+PUBLISH_TIMEOUTS = Timeouts(connect=1.0, io=2.0)
 
 
 class Controller(Placing):
@@ -115,6 +122,7 @@ class Controller(Placing):
         self._joined = threading.Condition(self.lock)
         self._last_tick: float | None = None
         self._nodes_client: Client | None = None
+        self._publish_client: Client | None = None
         self._save_lock = threading.Lock()
         self._secret = self.secret.encode()
         if state_path and os.path.exists(state_path):
@@ -156,6 +164,7 @@ class Controller(Placing):
             log.info("node %s (%s, %s, %s) registered", name, tier, address,
                      format_size(capacity))  # fmt: skip
             self._joined.notify_all()
+        self._publish()
         self._save()
         return {"ok": True}
 
@@ -184,10 +193,24 @@ class Controller(Placing):
             draining = record.state == "draining"
             record.drain_beats = record.drain_beats + 1 if draining and body.get("draining") else 0
             stale = [j for j in record.job_bytes if j in self._closed_set]
+            behind = self._versions_behind(record.address, dict(body.get("map_versions", {})))
         reply: dict[str, Any] = {"drain": draining}
         if stale:
             reply["delete_jobs"] = stale
+        if behind:
+            reply["map_versions"] = behind
         return reply
+
+    def _versions_behind(self, address: str, known: Mapping[str, Any]) -> dict[str, int]:
+        """The published weight-map versions of jobs on ``address`` that the node has not
+        learnt: a node that missed a push (unreachable, restarted) catches up (lock held)."""
+        return {
+            job.id: job.published
+            for job in self.jobs.values()
+            if job.published > 1 and int(known.get(job.id, 0)) < job.published
+            and address not in job.lost and address not in job.retired
+            and any(address in m.weights for m in job.maps)
+        }  # fmt: skip
 
     # -- jobs ---------------------------------------------------------------------------------
     def register_job(self, name: str, hints: JobHints | None = None) -> Ticket:
@@ -283,19 +306,65 @@ class Controller(Placing):
         return freed, unreachable
 
     def ticket(self, job_id: str, token: bytes | None = None) -> Ticket:
-        """The job's current ticket (``token`` is checked when given)."""
+        """The job's current ticket (``token`` is checked when given).
+
+        A weight map no ticket carried yet is first made known to the job's nodes."""
         with self.lock:
-            job = self._job(job_id, token) if token is not None else self.jobs[job_id]
+            self._job(job_id, token)  # (unknown job, wrong token: raised before any push)
+        self._publish(job_id)
+        with self.lock:
+            job = self._job(job_id, token)
+            maps = tuple(m for m in job.maps if m.version <= job.published)
             # Striping draws on the bandwidth of several machines; nodes sharing one host share
             # its memory bus, and there chunks only add requests (measured 1.1-2x slower in
             # docs/benchmarks.md), so a job whose nodes are all on one host is not striped.
-            hosts = {Address.parse(a).host for a in job.maps[-1].weights} if job.maps else set()
+            hosts = {Address.parse(a).host for a in maps[-1].weights} if maps else set()
             stripe = job.stripe_size if len(hosts) > 1 else UNSTRIPED
             return Ticket(
                 job=job.id, name=job.name, token=job_token(self._secret, job.id),
-                maps=tuple(job.maps), stripe_size=stripe, lost=frozenset(job.lost),
+                maps=maps, stripe_size=stripe, lost=frozenset(job.lost),
                 retired=frozenset(job.retired), controller=self.address,
             )  # fmt: skip
+
+    def _publish(self, only: str | None = None) -> None:
+        """Hand out new weight maps: tell each of a job's nodes its newest version first.
+
+        From then on a node fences requests made under older tickets (writes and deletes are
+        refused, a miss is answered StaleTicketError), so a handle holding an old ticket
+        refreshes instead of writing where no newer handle looks, or taking a miss on one node
+        for "no such key" while the key lives where only the newer map sends it. Called
+        outside the lock (it makes network calls); concurrent calls only repeat a push.
+        """
+        work: list[tuple[str, int, list[str]]] = []
+        with self.lock:
+            dead = {n.address for n in self.nodes.values() if n.state == "dead"}
+            for job in self.jobs.values():
+                newest = job.maps[-1].version if job.maps else 0
+                if (only is not None and job.id != only) or newest <= job.published:
+                    continue
+                if not job.published:  # no ticket yet: no handle holds an older map
+                    job.published = newest
+                    continue
+                gone = job.lost | job.retired | dead
+                nodes = sorted({a for m in job.maps for a in m.weights} - gone)
+                work.append((job.id, newest, nodes))
+            every = sorted({a for _, _, nodes in work for a in nodes})
+            if every and self._publish_client is None:
+                self._publish_client = Client(every, timeouts=PUBLISH_TIMEOUTS)
+            client = self._publish_client
+        for job_id, version, nodes in work:
+            token = job_token(self._secret, job_id)
+            for address in nodes:
+                try:
+                    assert client is not None  # (made above for every address of the work)
+                    client.call(address, Op.JOB_MAP_VERSION, job_id.encode(), token, arg=version)
+                except PocketError as exc:  # unreachable: it catches up from its heartbeat
+                    log.warning("could not tell %s of %s v%d: %s", address, job_id, version, exc)
+            with self.lock:
+                record = self.jobs.get(job_id)
+                if record is not None and version > record.published:
+                    record.published = version
+                    log.info("job %s: weight map v%d handed out", job_id, version)
 
     def _job(self, job_id: str, token: bytes | None) -> JobRecord:
         job = self.jobs.get(job_id)
@@ -335,6 +404,7 @@ class Controller(Placing):
                         for job in self.jobs.values():
                             if any(gone.address in m.weights for m in job.maps):
                                 job.retired.add(gone.address)
+        self._publish()  # new maps reach their nodes before any refresh asks for them
         for name in to_stop:
             if self.provisioner is not None:
                 self.provisioner.stop_node(name)
@@ -448,9 +518,11 @@ class Controller(Placing):
     def close(self) -> None:
         """Close the controller's connections to nodes (its state stays as it is)."""
         with self.lock:
-            client, self._nodes_client = self._nodes_client, None
-        if client is not None:
-            client.close()
+            clients = (self._nodes_client, self._publish_client)
+            self._nodes_client = self._publish_client = None
+        for client in clients:
+            if client is not None:
+                client.close()
 
     # -- status and state ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

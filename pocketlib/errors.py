@@ -14,6 +14,7 @@ over the wire as a status code and are raised again on the client as the same cl
     │   ├── ConflictError      the object changed under a streaming read
     │   └── DrainingError      the node takes no new data: it is being drained
     ├── NotFoundError          no such key (also a KeyError)
+    ├── StaleTicketError       the handle's weight maps are older than the node's: refresh
     ├── CapacityError          the tier is full; nothing was evicted
     ├── AccessError            job authentication failed
     │   ├── UnknownJobError    the node does not know this job
@@ -42,6 +43,7 @@ __all__ = [
     "ProtocolError",
     "RequestError",
     "ServerError",
+    "StaleTicketError",
     "TokenError",
     "TransportError",
     "PocketTimeoutError",
@@ -119,6 +121,18 @@ class NotFoundError(PocketError, KeyError):
         return str(self.args[0]) if self.args else "not found"
 
 
+class StaleTicketError(PocketError):
+    """The handle's ticket is older than a weight-map version the node has learnt.
+
+    A node fences writes (and answers a read that misses) from a handle whose ticket predates
+    the job's newest weight map, because the key may live where only the newer map sends it.
+    A handle with a controller refreshes its ticket and repeats the operation by itself; this
+    reaches the caller only when no newer ticket can be had (the controller is unreachable).
+    """
+
+    status = 20
+
+
 class CapacityError(PocketError):
     """The tier has no room for the value; nothing stored was evicted to make room."""
 
@@ -189,6 +203,7 @@ _BY_STATUS: dict[int, type[PocketError]] = {
         ConflictError,
         DrainingError,
         NotFoundError,
+        StaleTicketError,
         CapacityError,
         AccessError,
         UnknownJobError,

@@ -9,6 +9,7 @@ batch per node (:mod:`pocketlib.batch`).
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .errors import (
     NotFoundError,
     PocketError,
     RequestError,
+    StaleTicketError,
     TransportError,
 )
 from .job_routing import RoutedJob
@@ -57,8 +59,9 @@ _LZ4, _DELETE_AFTER_READ, _STRIPED = Flag.LZ4, Flag.DELETE_AFTER_READ, Flag.STRI
 _SPECIAL = _LZ4 | _STRIPED
 _read_value = Connection.read_value
 
-#: What makes a write refresh the job's ticket and try again: a node draining, full or gone.
-_WRITE_RETRIES = (DrainingError, TransportError, CapacityError)
+#: What makes a write refresh the job's ticket and try again: a node draining, full or gone,
+#: or one that knows a newer weight map than the ticket's.
+_WRITE_RETRIES = (DrainingError, TransportError, CapacityError, StaleTicketError)
 #: Values from this size are written through shared memory when the node is on this host.
 _SHARED_PUT_MIN = 64 * 1024
 
@@ -113,7 +116,8 @@ class Job(RoutedJob):
         writes it through to the node's persist tier (S3), so it outlives :meth:`purge`. A
         value (compressed, if ``compress``) above the job's stripe size is striped.
         """
-        self._fresh(lambda: self._put(key, data, ttl, compress, persist), _WRITE_RETRIES)
+        put = lambda: self._put(key, data, ttl, compress, persist)  # noqa: E731
+        self._fresh(put, _WRITE_RETRIES, settle=True)
 
     def _put(
         self, key: str, data: Buffer, ttl: float | None, compress: bool, persist: bool
@@ -169,7 +173,7 @@ class Job(RoutedJob):
                 )  # fmt: skip
         h, old = self.client.call(
             node, _PUT, self._job, self._tokens[node], raw, body=(view,), flags=flags,
-            ttl_ms=ttl_ms, value_checksum=value_checksum,
+            ttl_ms=ttl_ms, value_checksum=value_checksum, map_version=self._version,
         )  # fmt: skip
         return bytes(old) if h.flags & Flag.STRIPED else None
 
@@ -186,7 +190,7 @@ class Job(RoutedJob):
         before = self.ticket
         try:
             return self._get_at(self._node_for(raw), raw, delete_after_read)
-        except TransportError:  # a node retired or replaced since this ticket was issued?
+        except (TransportError, StaleTicketError):  # a node retired, replaced, or a newer map?
             if not self._refreshed(before):
                 raise
         except NotFoundError:
@@ -209,7 +213,7 @@ class Job(RoutedJob):
             reader = self._readers[node] = self._reader_for(node)
         h, data = self.client.call(
             node, _SHM_GET if reader is not _read_value else _GET, self._job, self._tokens[node],
-            raw, read=reader, flags=flags,
+            raw, read=reader, flags=flags, map_version=self._version,
         )  # fmt: skip
         if h.flags & _SPECIAL:
             return self._value(h.flags, raw, data, delete_after_read)
@@ -326,8 +330,8 @@ class Job(RoutedJob):
                 return SharedBuffer(memoryview(decompress(buf.view)))
         return buf
 
-    def _prefix(self, node: str) -> tuple[bytes, bytes]:
-        return self._job, self._tokens[node]
+    def _prefix(self, node: str) -> tuple[bytes, bytes, int]:
+        return self._job, self._tokens[node], self._version
 
     def stat(self, key: str) -> ObjectInfo:
         """Size, checksum, version and lifetime of ``key``; NotFoundError if absent."""
@@ -356,13 +360,18 @@ class Job(RoutedJob):
         """Delete ``key``; returns whether it existed (a missing key is not an error)."""
         raw = validate_key(key)
 
+        found = False  # over every attempt: a repeated delete finds what the first one took
+
         def delete() -> bool:
+            nonlocal found
             nodes = [self._node_for(raw)] if self._single else self.router.read_nodes(raw)
             # Every version's copy goes, or an older one would resurface.
-            found = [self._delete_at(n, raw) for n in nodes if n not in self._gone]
-            return any(found)
+            for node in nodes:
+                if node not in self._gone:
+                    found = self._delete_at(node, raw) or found
+            return found
 
-        return self._fresh(delete)
+        return self._fresh(delete, settle=True)
 
     def _delete_at(self, node: str, raw: bytes) -> bool:
         if self._may_stripe:  # a striped value's chunks go with it
@@ -374,32 +383,54 @@ class Job(RoutedJob):
         """Keys starting with ``prefix``, in sorted order, fetched a page at a time (the
         chunks of striped values are not listed)."""
         raw_prefix = validate_prefix(prefix)
-        streams = [self._list_node(node, raw_prefix, page_size) for node in self._live_nodes]
+        # Every node's first page now: a node that knows a newer weight map refuses it, and
+        # the listing starts again over the newer map's nodes.
+        firsts = self._fresh(lambda: [self._list_page(n, raw_prefix, b"", page_size)
+                                      for n in self._live_nodes])  # fmt: skip
+        streams = [self._list_node(node, raw_prefix, page_size, first)
+                   for node, first in zip(self._live_nodes, firsts, strict=True)]  # fmt: skip
         return heapq.merge(*streams)
 
-    def _list_node(self, node: str, prefix: bytes, page_size: int) -> Iterator[str]:
-        cursor = b""
+    def _list_page(
+        self, node: str, prefix: bytes, cursor: bytes, page_size: int
+    ) -> tuple[ResponseHeader, Any]:
+        return self._call(node, Op.LIST, prefix, body=[cursor], arg=page_size)
+
+    def _list_node(
+        self, node: str, prefix: bytes, page_size: int, page: tuple[ResponseHeader, Any]
+    ) -> Iterator[str]:
         before = self.ticket
         while True:
-            try:
-                h, body = self._call(node, Op.LIST, prefix, body=[cursor], arg=page_size)
-            except TransportError:
-                if self._refreshed(before) and node in self._gone and node not in self._lost:
-                    return  # retired once it held none of the job's data
-                raise
+            h, body = page
             keys = decode_keys(body)
             yield from (k.decode() for k in keys if b"\0" not in k or not stripes.is_chunk_key(k))
             if not (h.flags & Flag.MORE) or not keys:
                 return
-            cursor = keys[-1]
+            try:
+                page = self._list_page(node, prefix, keys[-1], page_size)
+            except TransportError:
+                if self._refreshed(before) and node in self._gone and node not in self._lost:
+                    return  # retired once it held none of the job's data
+                raise
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key starting with ``prefix``; returns how many objects were deleted
         (each chunk of a striped value counts as one)."""
         raw = validate_prefix(prefix)
-        return self._fresh(
-            lambda: sum(self._call(n, Op.DELETE_PREFIX, raw)[0].size for n in self._live_nodes)
-        )
+        return self._on_every_node(Op.DELETE_PREFIX, raw)
+
+    def _on_every_node(self, op: int, key: bytes = b"") -> int:
+        """``op`` on each of the job's live nodes (under the newest ticket, if a node knows a
+        newer one); the total of what they answered, over every attempt."""
+        total = 0
+
+        def each() -> int:
+            nonlocal total
+            for node in self._live_nodes:
+                total += self._call(node, op, key)[0].size
+            return total
+
+        return self._fresh(each, settle=True)
 
     def put_many(
         self,
@@ -415,21 +446,22 @@ class Job(RoutedJob):
         """
         ttl_ms = _ttl_ms(ttl)
         # (Puts are idempotent: a retry puts every item again.)
-        self._fresh(lambda: batch.put_many(self, items, ttl_ms, compress, persist), _WRITE_RETRIES)
+        put = lambda: batch.put_many(self, items, ttl_ms, compress, persist)  # noqa: E731
+        self._fresh(put, _WRITE_RETRIES, settle=True)
 
     def get_many(self, keys: Iterable[str], *, delete_after_read: bool = False) -> dict[str, bytes]:
         """Values of the keys that exist (missing keys are left out), batched and pipelined."""
-        wanted = [validate_key(key) for key in keys]
+        wanted = {validate_key(key): key for key in keys}
         out: dict[str, bytes] = {}
-        before = self.ticket
-        try:
-            batch.get_many(self, wanted, delete_after_read, out)
-        except TransportError:  # (values already taken are kept: delete-after-read is done)
-            if not self._refreshed(before):
-                raise
-            wanted = [r for r in wanted if r.decode() not in out]
-            batch.get_many(self, wanted, delete_after_read, out)
-        return out
+
+        def fetch() -> dict[str, bytes]:
+            # A repeat (after a refresh) asks only for what is not in: values already taken
+            # are kept, since delete-after-read is done for them.
+            rest = [raw for raw, key in wanted.items() if key not in out]
+            batch.get_many(self, rest, delete_after_read, out)
+            return out
+
+        return self._fresh(fetch)
 
     # -- streams ------------------------------------------------------------------------------
     def writer(
@@ -438,12 +470,16 @@ class Job(RoutedJob):
         """A file-like writer for a value too large to hold in memory.
 
         The value becomes visible when the writer is closed; if it is abandoned (an exception
-        inside ``with``), nothing is stored. Streamed values are not striped.
+        inside ``with``), nothing is stored. Streamed values are not striped. A writer cannot
+        send its value again: if the job's weight map changed since this handle's ticket, close
+        raises StaleTicketError, stores nothing and leaves the handle refreshed, so a new
+        writer routes by the newer map.
         """
         node, raw = self._route(key)
         return ObjectWriter(
             self.client.pools[node], self._job, self._tokens[node], raw, ttl_ms=_ttl_ms(ttl),
-            chunk_size=chunk_size,
+            chunk_size=chunk_size, map_version=self._version,
+            on_stale=functools.partial(self._refreshed, self.ticket),
         )  # fmt: skip
 
     def reader(self, key: str, *, chunk_size: int = 4 * 1024 * 1024) -> ObjectReader:
@@ -461,7 +497,7 @@ class Job(RoutedJob):
             key, lambda n, r: n if self._call(n, Op.EXISTS, r)[0].size else _missing(key)
         )
         return ObjectReader(self.client, node, self._job, self._tokens[node], raw, info.size,
-                            info.version, info.checksum, chunk_size)  # fmt: skip
+                            info.version, info.checksum, chunk_size, self._version)  # fmt: skip
 
     # -- the job as a whole -------------------------------------------------------------------
     def stats(self) -> dict[str, dict[str, Any]]:
@@ -470,8 +506,7 @@ class Job(RoutedJob):
 
     def purge(self) -> int:
         """Delete every object of this job on every node and close the job there."""
-        return self._fresh(lambda: sum(self._call(n, Op.JOB_DELETE)[0].size
-                                       for n in self._live_nodes))  # fmt: skip
+        return self._on_every_node(Op.JOB_DELETE)
 
     def close(self) -> None:
         """Close connections (the job's data stays stored until purged)."""

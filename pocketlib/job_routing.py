@@ -2,9 +2,14 @@
 
 :class:`RoutedJob` is the half of :class:`~pocketlib.job.Job` that knows where keys live.
 Writes go to a key's node under the newest weight map; reads look at the newest version's node
-first and at older versions' nodes on a miss; an operation that meets a node that is gone, full
-or draining refreshes the ticket from the controller once and is repeated. Several threads may
-share one job: a refresh swaps routes so that a reader never mixes two tickets.
+first and at older versions' nodes on a miss. Every request carries the ticket's newest
+version; a node that knows a newer one (the controller tells nodes before it hands the new
+map out) refuses writes and deletes made under the older ticket and answers a miss with
+StaleTicketError, so a handle however old never takes a miss for "no such key" when a newer
+map may send the key elsewhere. Such a refusal, or a node that is gone, full or draining,
+refreshes the ticket from the controller and the operation is repeated (while refreshes give
+newer tickets). Several threads may share one job: a refresh swaps routes so that a reader
+never mixes two tickets, and a write that raced a refresh is repeated under the new one.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import NodeLostError, NotFoundError, PocketError, TransportError
-from .protocol import ResponseHeader, validate_key
+from .errors import NodeLostError, NotFoundError, PocketError, StaleTicketError, TransportError
+from .protocol import MAX_MAP_VERSION, ResponseHeader, validate_key
 from .routing.weightmap import VersionedRouter
 from .ticket import Ticket
 
@@ -25,6 +30,12 @@ if TYPE_CHECKING:
 __all__ = ["RoutedJob"]
 
 T = TypeVar("T")
+
+#: What makes any operation refresh the ticket and try again: a node that cannot be reached
+#: (retired or found dead since the ticket was issued), or one that knows a newer weight map.
+READ_RETRIES: tuple[type[PocketError], ...] = (TransportError, StaleTicketError)
+#: Times an operation is tried while each refresh gives a newer ticket.
+_ATTEMPTS = 4
 
 
 class RoutedJob:
@@ -38,6 +49,7 @@ class RoutedJob:
         Threads sharing the job may be routing meanwhile: the tokens (for every node of every
         version, so a superset of the old ones) are in place before any new route is.
         """
+        self._changing = getattr(self, "_changing", 0) + 1  # odd while routes change
         self._tokens = dict(tokens) if tokens else dict.fromkeys(ticket.nodes, ticket.token)
         # Reads look at every version while the routes change (the one-version shortcut is
         # taken only once everything below is in place); ``ticket`` goes last: readers
@@ -57,7 +69,11 @@ class RoutedJob:
         #: Whether any version has several nodes, so striped values may exist.
         self._may_stripe = any(len(m.weights) > 1 for m in ticket.maps)
         self._single = len(ticket.maps) == 1
+        #: What requests carry as their map version (nodes fence older ones); set once the
+        #: routes are, so no request claims the new version while routing by the old map.
+        self._version = min(ticket.version, MAX_MAP_VERSION)
         self.ticket = ticket
+        self._changing += 1
 
     def refresh(self) -> bool:
         """Fetch the job's current ticket from the controller; whether it changed.
@@ -79,8 +95,9 @@ class RoutedJob:
         """``fn(node, raw_key)`` on the node holding ``key``: with several weight-map
         versions, the newest version's node first, then each older one's on a miss.
 
-        A node that cannot be reached makes the job refresh its ticket once (it may have been
-        retired or found dead since) and try again.
+        A node that cannot be reached makes the job refresh its ticket (it may have been
+        retired or found dead since) and try again, as does a miss on a node that knows a newer
+        weight map than this ticket's.
         """
         return self._fresh(lambda: self._read_once(key, fn))
 
@@ -104,7 +121,9 @@ class RoutedJob:
         raise missing or NotFoundError(f"no object {key!r}")
 
     def _call(self, node: str, op: int, key: bytes = b"", **kw: Any) -> tuple[ResponseHeader, Any]:
-        return self.client.call(node, op, self._job, self._tokens[node], key, **kw)
+        return self.client.call(
+            node, op, self._job, self._tokens[node], key, map_version=self._version, **kw
+        )
 
     def _refreshed(self, before: Ticket) -> bool:
         """After a write refused by a draining or full node, or a node that is gone: whether
@@ -121,17 +140,30 @@ class RoutedJob:
             return False
 
     def _fresh(
-        self, fn: Callable[[], T], retry_on: tuple[type[PocketError], ...] = (TransportError,)
+        self,
+        fn: Callable[[], T],
+        retry_on: tuple[type[PocketError], ...] = READ_RETRIES,
+        *,
+        settle: bool = False,
     ) -> T:
-        """``fn()``; if it raises one of ``retry_on`` (by default: a node cannot be reached),
-        once more after refreshing the ticket (the node may have been retired or found dead,
-        or the job's weight map grown, since this ticket was issued)."""
-        before = self.ticket
-        try:
-            return fn()
-        except retry_on:
-            if not self._refreshed(before):
-                raise
+        """``fn()``; if it raises one of ``retry_on`` (by default: a node cannot be reached or
+        knows a newer weight map), again after refreshing the ticket, for as long as each
+        refresh gives a newer one (the node may have been retired or found dead, or the job's
+        weight map grown, since this ticket was issued).
+
+        With ``settle`` (writes and deletes, which are idempotent), ``fn`` is also repeated if
+        another thread changed the routes while it ran, so that it takes effect under one
+        ticket, not half under each."""
+        for _ in range(_ATTEMPTS):
+            before, changing = self.ticket, self._changing
+            try:
+                result = fn()
+            except retry_on:
+                if not self._refreshed(before):
+                    raise
+                continue
+            if not settle or (changing == self._changing and not changing & 1):
+                return result
         return fn()
 
     def _drop_older(self, raw: bytes) -> None:

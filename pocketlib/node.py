@@ -69,6 +69,9 @@ class StorageNode:
         self.jobs: dict[str, bytes] = {}
         #: Which opening of each job is current: a put compares it before and after its commit.
         self.job_epochs: dict[str, int] = {}
+        #: The newest weight-map version of each job the controller has told this node of:
+        #: requests made under an older ticket are fenced (see :mod:`pocketlib.session`).
+        self.map_versions: dict[str, int] = {}
         self._epochs = itertools.count(1)
         self.lock = threading.Lock()
         self._stopping = threading.Event()
@@ -158,6 +161,12 @@ class StorageNode:
                 self.jobs[job] = expected
                 self.job_epochs[job] = next(self._epochs)
 
+    def learn_map_version(self, job: str, version: int) -> None:
+        """``job`` has a weight map of ``version`` (never goes back a version)."""
+        with self.lock:
+            if version > self.map_versions.get(job, 0):
+                self.map_versions[job] = version
+
     def delete_job(self, job: str) -> int:
         """Close ``job`` and free all its objects; returns how many there were."""
         with self.lock:
@@ -194,6 +203,7 @@ class StorageNode:
                 "job_ops": _sum_job_ops(every),
                 "managed": self.managed,
                 "draining": self.draining,
+                "map_versions": dict(self.map_versions),
             }
 
     # -- threads ------------------------------------------------------------------------------

@@ -91,6 +91,8 @@ class ControllerLink:
             self._registered = False
         for job in reply.get("delete_jobs", ()):
             self.node.delete_job(str(job))
+        for job, version in dict(reply.get("map_versions", {})).items():  # pushes it missed
+            self.node.learn_map_version(str(job), int(version))
         # Set before the next heartbeat reports it: the controller stops a drained node only
         # once a heartbeat says it refuses new data and stores nothing.
         self.node.draining = bool(reply.get("drain", False))
@@ -124,4 +126,5 @@ class ControllerLink:
             "jobs": tier["used_by_job"],
             "requests": stats["job_ops"],
             "draining": stats["draining"],
+            "map_versions": stats["map_versions"],
         }

@@ -42,6 +42,7 @@ __all__ = [
     "CONTROL_OPS",
     "Buffer",
     "MAGIC",
+    "MAX_MAP_VERSION",
     "REQUEST_HEADER",
     "RESPONSE_HEADER",
     "STAT_BODY",
@@ -81,7 +82,7 @@ Buffer = bytes | bytearray | memoryview
 MAGIC = b"PK"
 VERSION = 1
 
-# magic, version, opcode, flags, key_len, request_id, job_len, token_len, reserved,
+# magic, version, opcode, flags, key_len, request_id, job_len, token_len, map_version,
 # offset, length, ttl_ms, arg, checksum
 REQUEST_HEADER = struct.Struct("<2sBBHHIBBHQQQQQ")
 # magic, version, status, flags, reserved, request_id, reserved, length, checksum, size, version
@@ -95,11 +96,13 @@ _pack_request_header = REQUEST_HEADER.pack
 # The same layouts with magic, version and reserved fields skipped: the fields of
 # RequestHeader and ResponseHeader, in order, parsed once the 3-byte prefix is checked.
 _PREFIX = MAGIC + bytes([VERSION])
-_unpack_request_fields = struct.Struct("<3xBHHIBBxxQQQQQ").unpack
+_unpack_request_fields = struct.Struct("<3xBHHIBBHQQQQQ").unpack
 _unpack_response_fields = struct.Struct("<3xBHxxIxxxxQQQQ").unpack
 
 #: Largest body of a frame that is not a stored value (LIST pages, STATS, errors, key lists).
 MAX_META_BODY = 64 * 1024 * 1024
+#: Largest weight-map version a request can carry (``map_version`` is 16 bits; 0 = none).
+MAX_MAP_VERSION = 0xFFFF
 
 
 class Op(enum.IntEnum):
@@ -125,6 +128,9 @@ class Op(enum.IntEnum):
     SHM_RELEASE = 23  # arg = id of a lease or reservation to give back; never answered
     SHM_RESERVE = 24  # length = bytes; response: extents, reserved under the request id
     SHM_COMMIT = 25  # key, arg = reservation id, checksum, ttl, flag LZ4: makes it visible
+    # From the controller: arg = the job's newest weight-map version, learnt before any ticket
+    # with it is handed out; requests made under older versions are fenced from then on.
+    JOB_MAP_VERSION = 26
     # The control plane: served by the controller, JSON request and response bodies.
     NODE_REGISTER = 30  # a node joins: name, address, tier, capacity, bandwidth
     NODE_HEARTBEAT = 31  # a node's load each second; the answer may ask it to act
@@ -175,6 +181,8 @@ class RequestHeader(NamedTuple):
     request_id: int
     job_len: int
     token_len: int
+    #: The weight-map version of the sender's ticket (0: none, as in direct mode).
+    map_version: int
     offset: int
     length: int
     ttl_ms: int
@@ -306,12 +314,14 @@ def pack_request(
     ttl_ms: int,
     arg: int,
     value_checksum: int,
+    map_version: int,
 ) -> bytes:
-    """:func:`encode_request` without its checks, for callers that validated job and token."""
+    """:func:`encode_request` without its checks, for callers that validated job and token
+    (``map_version`` included: at most :data:`MAX_MAP_VERSION`)."""
     return (
         _pack_request_header(
-            MAGIC, VERSION, op, flags, len(key), request_id, len(job), len(token), 0, offset,
-            length, ttl_ms, arg, value_checksum,
+            MAGIC, VERSION, op, flags, len(key), request_id, len(job), len(token), map_version,
+            offset, length, ttl_ms, arg, value_checksum,
         )
         + job
         + token
@@ -332,15 +342,19 @@ def encode_request(
     ttl_ms: int = 0,
     arg: int = 0,
     value_checksum: int = 0,
+    map_version: int = 0,
 ) -> bytes:
     """Header and variable parts of a request; the caller sends ``length`` value bytes after."""
     if len(job) > MAX_JOB_BYTES:
         raise ProtocolError(f"job name is {len(job)} bytes; the limit is {MAX_JOB_BYTES}")
     if len(token) > 255:
         raise ProtocolError("token longer than 255 bytes")
+    if not 0 <= map_version <= MAX_MAP_VERSION:
+        raise ProtocolError(f"weight-map version {map_version} does not fit a request")
     return pack_request(
-        op, request_id, flags, job, token, key, offset, length, ttl_ms, arg, value_checksum
-    )
+        op, request_id, flags, job, token, key, offset, length, ttl_ms, arg, value_checksum,
+        map_version,
+    )  # fmt: skip
 
 
 def unpack_request(data: bytes | bytearray | memoryview) -> RequestHeader:

@@ -37,7 +37,7 @@ class JsonChannel:
         """
         payload = encode_json(body)
         rid = next(self._ids) & 0xFFFFFFFF
-        frame = pack_request(op, rid, 0, job.encode(), token, b"", 0, len(payload), 0, 0, 0)
+        frame = pack_request(op, rid, 0, job.encode(), token, b"", 0, len(payload), 0, 0, 0, 0)
         frame += payload
         h, answer = self.pool.exchange((frame,), rid, _read_body)
         return decode_json(answer) if h.length else {}

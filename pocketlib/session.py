@@ -24,6 +24,7 @@ from .errors import (
     PocketError,
     ProtocolError,
     RequestError,
+    StaleTicketError,
     TokenError,
     UnknownJobError,
     status_for_error,
@@ -77,6 +78,15 @@ _GET, _PUT, _MULTI_GET, _MULTI_PUT, _STREAM_PUT, _LIST = (
 _VALUE_OPS = frozenset({_PUT, _STREAM_PUT})
 #: What a draining node refuses (a streamed put already under way may finish).
 _NEW_DATA_OPS = frozenset({_PUT, _MULTI_PUT, int(Op.SHM_RESERVE)})
+#: What a node refuses from a handle whose ticket is older than the job's newest weight map
+#: it knows: writes (checked again as they commit), deletes, and the first page of a LIST.
+#: (A read that hits is served: a newer map never leaves an older copy where an older one
+#: routes; a read that misses is answered StaleTicketError instead of NotFoundError.)
+_FENCED_OPS = frozenset(
+    int(op) for op in (Op.PUT, Op.MULTI_PUT, Op.STREAM_PUT, Op.SHM_RESERVE, Op.DELETE,
+                       Op.DELETE_PREFIX, Op.JOB_DELETE, Op.LIST)
+)  # fmt: skip
+_JOB_MAP_VERSION = int(Op.JOB_MAP_VERSION)
 _SHM_GET = int(Op.SHM_GET)
 _META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT, *CONTROL_OPS})
 _pack_response = RESPONSE_HEADER.pack
@@ -201,6 +211,8 @@ class Session:
                     raise TokenError(f"wrong token for job {job!r}")
                 job_ops = self.stats.job_ops
                 job_ops[job] = job_ops.get(job, 0) + 1
+                if h.map_version and op in _FENCED_OPS:
+                    self._fence(h, job, body)
             if op == _GET:
                 self._get(h, job, key)
             elif op == _PUT:
@@ -221,6 +233,8 @@ class Session:
         except ProtocolError:
             raise
         except PocketError as exc:
+            if type(exc) is NotFoundError and self.stale(h, job):
+                exc = _stale_error(h, job, self.node.map_versions[job], "a miss")
             if op in _VALUE_OPS:
                 # Refused before its value was read: read past it to stay in step.
                 self._drain(h.length)
@@ -298,6 +312,7 @@ class Session:
             if len(value) != h.length:
                 raise _Disconnected
             try:
+                self._check_version(h.map_version, job)
                 epoch = self._epoch(job, key)
                 meta = self.tier.put(
                     job, key, value, checksum=h.checksum, flags=h.flags & _STORED, ttl=ttl
@@ -311,8 +326,9 @@ class Session:
             self._receive_into(res)
             try:  # the value is read: an error from here on is answered, never drained for
                 meta = self.commit(
-                    res, job, key, checksum=h.checksum, flags=h.flags & _STORED, ttl=ttl
-                )
+                    res, job, key, checksum=h.checksum, flags=h.flags & _STORED, ttl=ttl,
+                    map_version=h.map_version,
+                )  # fmt: skip
             except PocketError as exc:
                 self.reply_error(h.request_id, exc)
                 return
@@ -384,7 +400,7 @@ class Session:
             res = self.tier.join(up.parts)
             meta = self.commit(
                 res, job, key, checksum=h.arg, flags=up.flags,
-                ttl=up.ttl_ms / 1000 if up.ttl_ms else None,
+                ttl=up.ttl_ms / 1000 if up.ttl_ms else None, map_version=h.map_version,
             )  # fmt: skip
         except PocketError as exc:
             self.reply_error(h.request_id, exc)
@@ -397,12 +413,22 @@ class Session:
         up.parts.clear()
 
     def commit(
-        self, res: Reservation, job: str, key: str, *, checksum: int, flags: int, ttl: float | None
+        self,
+        res: Reservation,
+        job: str,
+        key: str,
+        *,
+        checksum: int,
+        flags: int,
+        ttl: float | None,
+        map_version: int,
     ) -> ObjectMeta:
-        """Commit unless the job was deleted while the value was arriving."""
+        """Commit unless the job was deleted while the value was arriving, or the sender's
+        ticket became stale meanwhile (a newer weight map may send the key elsewhere)."""
         try:
+            self._check_version(map_version, job)
             epoch = self._epoch(job, key)
-        except UnknownJobError:
+        except (UnknownJobError, StaleTicketError):
             self.tier.abort(res)
             raise
         meta = self.tier.commit(res, job, key, checksum=checksum, flags=flags, ttl=ttl)
@@ -435,8 +461,9 @@ class Session:
                 res = self.tier.reserve(len(e.value))
                 res.fill(e.value)
                 meta = self.commit(
-                    res, job, key, checksum=e.checksum, flags=e.flags & _STORED, ttl=ttl
-                )
+                    res, job, key, checksum=e.checksum, flags=e.flags & _STORED, ttl=ttl,
+                    map_version=h.map_version,
+                )  # fmt: skip
                 if replaced is not None:  # as for PUT: the manifest it replaced, for its chunks
                     results.append(Entry(e.key, replaced, 0, Flag.STRIPED, meta.version))
                 else:
@@ -457,6 +484,8 @@ class Session:
                     _check_key(key)
                     lease = self.tier.lease(job, key, take=take)
                 except (PocketError, UnicodeDecodeError) as exc:
+                    if type(exc) is NotFoundError and self.stale(h, job):
+                        exc = _stale_error(h, job, self.node.map_versions[job], "a miss")
                     entries.append(_error_entry(raw, exc))
                     continue
                 leases.append(lease)
@@ -488,6 +517,8 @@ class Session:
         if op == Op.EXISTS:
             _check_key(key)
             size = int(self.tier.exists(job, key))
+            if not size and self.stale(h, job):
+                raise _stale_error(h, job, self.node.map_versions[job], "a miss")
         elif op == Op.DELETE:
             _check_key(key)
             size = int(self.tier.delete(job, key))
@@ -507,12 +538,37 @@ class Session:
             out = self.node.open_job(job)
         elif op == Op.JOB_DELETE:
             size = self.node.delete_job(job)
+        elif op == _JOB_MAP_VERSION:
+            self.node.learn_map_version(job, h.arg)
         elif op == Op.STATS:
             out = encode_json(self.node.stats())
         elif op in CONTROL_OPS:  # (off the path of data operations: they never get here)
             raise RequestError(f"{OP_NAMES[op]} goes to the controller, not a storage node")
         head = encode_response(h.request_id, flags=flags, length=len(out), size=size)
         conn.sendall(head + out)
+
+    # -- weight-map versions ------------------------------------------------------------------
+    def stale(self, h: RequestHeader, job: str) -> bool:
+        """Whether ``h`` was made under a ticket older than the job's newest map known here."""
+        return 0 < h.map_version < self.node.map_versions.get(job, 0)
+
+    def _fence(self, h: RequestHeader, job: str, body: bytes) -> None:
+        """Refuse a write, delete or listing made under a stale ticket (a LIST only on its
+        first page, so a listing under way finishes; a streamed put on its first chunk, and
+        again as it commits)."""
+        if not self.stale(h, job):
+            return
+        if (h.op == _LIST and body) or (h.op == _STREAM_PUT and h.request_id in self.uploads):
+            return
+        raise _stale_error(h, job, self.node.map_versions[job], OP_NAMES[h.op])
+
+    def _check_version(self, map_version: int, job: str) -> None:
+        newest = self.node.map_versions.get(job, 0)
+        if 0 < map_version < newest:
+            raise StaleTicketError(
+                f"a put under weight map v{map_version} of job {job!r}, which has v{newest}: "
+                "refresh the ticket and put again"
+            )
 
     # -- helpers ------------------------------------------------------------------------------
     def reply_error(self, request_id: int, exc: PocketError) -> None:
@@ -560,6 +616,13 @@ def _read_meta_body(rfile: io.BufferedReader, h: RequestHeader) -> bytes:
 def _check_key(key: str) -> None:
     if not key:
         raise RequestError("keys must not be empty")
+
+
+def _stale_error(h: RequestHeader, job: str, newest: int, what: str) -> StaleTicketError:
+    return StaleTicketError(
+        f"{what} under weight map v{h.map_version} of job {job!r}, which has v{newest}: "
+        "refresh the ticket and try again"
+    )
 
 
 def _conflict(key: str) -> PocketError:

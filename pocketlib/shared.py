@@ -173,7 +173,7 @@ def get(
     client: Client,
     arena: SharedArena,
     node: str,
-    prefix: tuple[bytes, bytes],
+    prefix: tuple[bytes, bytes, int],
     key: bytes,
     flags: int,
     into: memoryview | None = None,
@@ -183,7 +183,7 @@ def get(
     Small values come inline; larger ones are copied from the arena under a lease that is
     given back (one-way, on the same connection) once the copy is checked.
     """
-    job, token = prefix
+    job, token, version = prefix
 
     def read(conn: Connection, h: ResponseHeader) -> bytes | int:
         # A compressed value is returned as bytes for the caller to decompress.
@@ -203,7 +203,7 @@ def get(
         return h.size
 
     rid = next(client._ids) & 0xFFFFFFFF
-    head = pack_request(Op.SHM_GET, rid, flags, job, token, key, 0, 0, 0, 0, 0)
+    head = pack_request(Op.SHM_GET, rid, flags, job, token, key, 0, 0, 0, 0, 0, version)
     return client.exchange(node, (head,), rid, read, retry=not flags & Flag.DELETE_AFTER_READ)
 
 
@@ -245,7 +245,7 @@ def put(
     client: Client,
     arena: SharedArena,
     node: str,
-    prefix: tuple[bytes, bytes],
+    prefix: tuple[bytes, bytes, int],
     key: bytes,
     data: memoryview,
     flags: int,
@@ -256,18 +256,22 @@ def put(
     reservation until the commit (the node frees it if the connection breaks first).
 
     Returns the manifest of the striped value the put replaced, if it asked (flag REPLACED)."""
-    job, token = prefix
+    job, token, version = prefix
     pool = client.pools[node]
     conn = pool.acquire()
     try:
         rid = next(client._ids) & 0xFFFFFFFF
-        conn.send((pack_request(Op.SHM_RESERVE, rid, 0, job, token, b"", 0, len(data), 0, 0, 0),))
+        reserve = pack_request(
+            Op.SHM_RESERVE, rid, 0, job, token, b"", 0, len(data), 0, 0, 0, version
+        )
+        conn.send((reserve,))
         h = conn.read_header(rid)
         arena.write(decode_extents(conn.read_body(h.length)), data)
         done = next(client._ids) & 0xFFFFFFFF
         frame = pack_request(
-            Op.SHM_COMMIT, done, flags, job, token, key, 0, len(data), ttl_ms, rid, value_checksum
-        )
+            Op.SHM_COMMIT, done, flags, job, token, key, 0, len(data), ttl_ms, rid, value_checksum,
+            version,
+        )  # fmt: skip
         conn.send((frame,))
         h = conn.read_header(done)
         body = conn.read_body(h.length)
@@ -282,18 +286,18 @@ def buffer(
     client: Client,
     arena: SharedArena,
     node: str,
-    prefix: tuple[bytes, bytes],
+    prefix: tuple[bytes, bytes, int],
     key: bytes,
     flags: int = 0,
 ) -> tuple[SharedBuffer, int]:
     """A zero-copy, read-only view of the stored value, leased until the buffer is released;
     and the value's flags (it may be compressed)."""
-    job, token = prefix
+    job, token, version = prefix
     pool = client.pools[node]
     conn = pool.acquire()
     try:
         rid = next(client._ids) & 0xFFFFFFFF
-        conn.send((pack_request(Op.SHM_GET, rid, flags, job, token, key, 0, 0, 0, 0, 0),))
+        conn.send((pack_request(Op.SHM_GET, rid, flags, job, token, key, 0, 0, 0, 0, 0, version),))
         h = conn.read_header(rid)
         if not h.flags & Flag.SHARED:
             value = conn.read_value(h)
@@ -328,4 +332,4 @@ def buffer(
 
 def _release_frame(client: Client, job: bytes, token: bytes, held: int) -> bytes:
     rid = next(client._ids) & 0xFFFFFFFF
-    return pack_request(Op.SHM_RELEASE, rid, 0, job, token, b"", 0, 0, 0, held, 0)
+    return pack_request(Op.SHM_RELEASE, rid, 0, job, token, b"", 0, 0, 0, held, 0, 0)

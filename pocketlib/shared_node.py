@@ -104,7 +104,7 @@ class SharedSession:
             replaced = s._striped_value(job, key) if h.flags & Flag.REPLACED else None
             meta = s.commit(
                 res, job, key, checksum=h.checksum, flags=h.flags & Flag.STORED,
-                ttl=h.ttl_ms / 1000 if h.ttl_ms else None,
+                ttl=h.ttl_ms / 1000 if h.ttl_ms else None, map_version=h.map_version,
             )  # fmt: skip
             if replaced is not None:  # as for PUT: the manifest it replaced, for its chunks
                 s.conn.sendall(encode_response(

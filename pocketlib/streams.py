@@ -9,10 +9,11 @@ and checks the whole value's checksum at the end.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .connection import Connection, NodePool
-from .errors import ChecksumError, ConflictError, PocketError
+from .errors import ChecksumError, ConflictError, PocketError, StaleTicketError
 from .protocol import Flag, Hasher, Op, ResponseHeader, checksum, encode_request
 
 if TYPE_CHECKING:
@@ -27,9 +28,21 @@ class ObjectWriter(io.RawIOBase):
     """Write a value in chunks; it is stored when :meth:`close` returns."""
 
     def __init__(
-        self, pool: NodePool, job: bytes, token: bytes, key: bytes, *, ttl_ms: int, chunk_size: int
+        self,
+        pool: NodePool,
+        job: bytes,
+        token: bytes,
+        key: bytes,
+        *,
+        ttl_ms: int,
+        chunk_size: int,
+        map_version: int = 0,
+        on_stale: Callable[[], object] | None = None,
     ) -> None:
         super().__init__()
+        self._map_version = map_version
+        #: Called when the node refuses the value as written under a stale ticket.
+        self._on_stale = on_stale
         self._pool = pool
         self._conn: Connection | None = pool.acquire()
         self._rid = self._conn.next_id()
@@ -66,7 +79,7 @@ class ObjectWriter(io.RawIOBase):
             Op.STREAM_PUT, self._rid, self._job, self._token, self._key,
             flags=Flag.MORE if more else 0, offset=self._sent, length=len(chunk),
             ttl_ms=self._ttl_ms, arg=0 if more else self._hash.intdigest(),
-            value_checksum=checksum(chunk),
+            value_checksum=checksum(chunk), map_version=self._map_version,
         )  # fmt: skip
         try:
             self._conn.send([head, chunk])
@@ -90,6 +103,8 @@ class ObjectWriter(io.RawIOBase):
                 conn.close()
             else:
                 self._pool.release(conn)
+            if isinstance(exc, StaleTicketError) and self._on_stale is not None:
+                self._on_stale()  # the next writer routes by the newer map
             raise
         except BaseException:
             self.abort()
@@ -126,8 +141,10 @@ class ObjectReader(io.RawIOBase):
         version: int,
         value_checksum: int,
         chunk_size: int,
+        map_version: int = 0,
     ) -> None:
         super().__init__()
+        self._map_version = map_version
         self._client = client
         self._node = node
         self._job, self._token, self._key = job, token, key
@@ -186,6 +203,7 @@ class ObjectReader(io.RawIOBase):
 
         _, got = self._client.call(
             self._node, Op.GET, self._job, self._token, self._key, flags=Flag.RANGE,
+            map_version=self._map_version,
             offset=self._pos, length=len(target), arg=self._version, read=read,
         )  # fmt: skip
         n = int(got)

@@ -1,0 +1,233 @@
+"""Every handle of a job sees every acknowledged write, however old its ticket.
+
+Functions get the ticket that existed when they were launched, while the controller grows the
+job or drops a lost node. A handle with an older ticket routes by older weight maps only, so
+nodes fence it: a write or delete under an older map is refused, and a miss is answered with
+StaleTicketError instead of NotFoundError; the handle refreshes and repeats the operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import queue
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from _helpers import wait_until
+
+import pocketlib
+from pocketlib import JobHints, LocalCluster
+from pocketlib.controller import Controller
+from pocketlib.errors import NotFoundError, StaleTicketError, TransportError
+
+MiB = 1024 * 1024
+
+
+def grow(c: Controller, job_id: str) -> None:
+    """The job grows onto the cluster's other node (as a hot tier makes it): a new map."""
+    with c.lock:
+        record = c.jobs[job_id]
+        (a,) = record.alloc
+        b = next(n for n in c.nodes if n not in record.alloc)
+        record.alloc[b] = record.alloc[a]
+        c._new_map(record)
+
+
+def v1_ticket(job: pocketlib.Job) -> str:
+    """The job's first ticket (JSON), as a function launched before the job grew holds it."""
+    data = job.ticket.as_dict()
+    data["maps"] = data["maps"][:1]
+    return json.dumps(data)
+
+
+@pytest.fixture
+def grown() -> Iterator[tuple[LocalCluster, pocketlib.Job, pocketlib.Job, list[str]]]:
+    """A job on one node (v1) grown onto a second (v2): an old handle attached from the v1
+    ticket, a new one from v2, and keys the new handle wrote where only v2 sends them."""
+    with LocalCluster(node_capacity="16MiB", tick=0.1, autoscale=False) as cl:
+        client = cl.client()
+        job = client.register_job("grown", JobHints(capacity="4MiB"))
+        old = client.attach(job.ticket.to_json())
+        grow(cl.controller, job.ticket.job)
+        assert job.refresh()
+        assert job.ticket.version == 2
+        first, newest = job.ticket.maps[0].weights, job.ticket.maps[-1].weights
+        new_node = next(n for n in newest if n not in first)
+        keys = [k for k in (f"k{i}" for i in range(200))
+                if job.router.write_node(k.encode()) == new_node][:20]  # fmt: skip
+        for k in keys:
+            job.put(k, k.encode() * 3)
+        assert old.ticket.version == 1
+        yield cl, old, job, keys
+        job.deregister()
+        client.close()
+
+
+def test_an_old_handle_gets_what_a_newer_one_wrote(grown: Any) -> None:
+    _, old, _, keys = grown
+    assert old.get(keys[0]) == keys[0].encode() * 3  # (this was NotFoundError)
+    assert old.ticket.version == 2  # the miss on the v1 node made it refresh
+
+
+def test_every_read_of_an_old_handle_reflects_the_newer_writes(grown: Any) -> None:
+    _, _, job, keys = grown
+    fresh = lambda: pocketlib.attach(v1_ticket(job))  # noqa: E731
+    checks = {
+        "exists": lambda h, k: h.exists(k) is True,
+        "stat": lambda h, k: h.stat(k).size == 3 * len(k),
+        "get_many": lambda h, k: h.get_many([k]) == {k: k.encode() * 3},
+        "get_into": lambda h, k: h.get_into(k, bytearray(64)) == 3 * len(k),
+        "get_range": lambda h, k: h.get_range(k, 1, 3) == (k.encode() * 3)[1:3],
+        "get_buffer": lambda h, k: bytes(h.get_buffer(k).view) == k.encode() * 3,
+        "reader": lambda h, k: h.reader(k).read() == k.encode() * 3,
+        "list": lambda h, k: k in list(h.list("k")),
+    }
+    for name, check in checks.items():
+        with fresh() as h:
+            assert h.ticket.version == 1
+            assert check(h, keys[1]), name
+            assert h.ticket.version == 2, name
+
+
+def test_an_old_handle_deletes_what_a_newer_one_wrote(grown: Any) -> None:
+    _, old, job, keys = grown
+    assert old.delete(keys[2]) is True  # (this was False, and the value stayed)
+    with pytest.raises(NotFoundError):
+        job.get(keys[2])
+    assert old.delete_prefix(keys[3]) >= 1
+    assert not job.exists(keys[3])
+
+
+def test_an_old_handle_writes_where_newer_handles_read(grown: Any) -> None:
+    _, old, job, keys = grown
+    old.put(keys[4], b"from the old handle")  # refused under v1, written under v2
+    assert job.get(keys[4]) == b"from the old handle"
+    with pocketlib.attach(v1_ticket(job)) as old2:
+        old2.put_many({keys[5]: b"many", keys[6]: b"more"})
+        assert job.get_many([keys[5], keys[6]]) == {keys[5]: b"many", keys[6]: b"more"}
+
+
+def test_a_stale_handle_without_a_controller_says_so_rather_than_not_found(grown: Any) -> None:
+    _, _, job, keys = grown
+    data = json.loads(v1_ticket(job))
+    data["controller"] = "127.0.0.1:9"  # nothing listens there: no refresh possible
+    with pocketlib.attach(json.dumps(data)) as h:
+        with pytest.raises(StaleTicketError, match=r"v1 .* v2"):
+            h.get(keys[7])
+        with pytest.raises(StaleTicketError):
+            h.put(keys[7], b"x")
+        with pytest.raises(StaleTicketError):
+            h.exists(keys[7])
+    assert job.get(keys[7]) == keys[7].encode() * 3  # the refused put stored nothing
+
+
+def test_a_streamed_write_under_a_stale_ticket_stores_nothing_and_refreshes(grown: Any) -> None:
+    _, old, job, keys = grown
+    key = keys[8]
+    with pytest.raises(StaleTicketError), old.writer(key, chunk_size=64 * 1024) as w:
+        w.write(b"s" * 200_000)
+    assert job.get(key) == key.encode() * 3
+    assert old.ticket.version == 2
+    with old.writer(key) as w:
+        w.write(b"again")
+    assert job.get(key) == b"again"
+
+
+def test_a_miss_is_still_a_miss(grown: Any) -> None:
+    _, old, _, _ = grown
+    with pytest.raises(NotFoundError):
+        old.get("never-written")
+    assert old.ticket.version == 2
+    assert old.get_many(["never-written"]) == {}
+    assert old.exists("never-written") is False
+
+
+# -- many processes, one node killed ------------------------------------------------------------
+
+
+def _worker(ticket: str, wid: int, stop: Any, acks: Any) -> None:
+    """A function: puts and reads back its own values, reporting each acknowledged put (key,
+    time) and any wrong bytes."""
+    job = pocketlib.attach(ticket)
+    i = 0
+    while not stop.is_set():
+        key = f"w{wid}-{i}"
+        value = f"{key}:{'x' * (i % 97)}".encode()
+        try:
+            job.put(key, value)
+        except TransportError:  # routed to the killed node before it was found dead
+            time.sleep(0.01)
+            i += 1
+            continue
+        acks.put((key, time.time()))
+        with contextlib.suppress(TransportError):
+            got = job.get(key)
+            if got != value:
+                acks.put((key, "WRONG"))
+        i += 1
+    job.close()
+
+
+def _value_of(key: str) -> bytes:
+    i = int(key.rsplit("-", 1)[1])
+    return f"{key}:{'x' * (i % 97)}".encode()
+
+
+def test_values_acknowledged_after_a_node_is_killed_read_back_from_the_original_ticket() -> None:
+    with LocalCluster({"dram": 3}, node_capacity="32MiB", tick=0.1, dead_after=0.6) as cl:
+        client = cl.client()
+        job = client.register_job("survives", JobHints(capacity="80MiB"))  # all three nodes
+        original = job.ticket.to_json()
+        assert len(job.ticket.nodes) == 3
+        ctx = multiprocessing.get_context("spawn")
+        stop, acks = ctx.Event(), ctx.Queue()
+        workers = [ctx.Process(target=_worker, args=(original, w, stop, acks)) for w in range(3)]
+        for p in workers:
+            p.start()
+        time.sleep(1.0)
+        victim = job.router.write_node(b"w0-0")
+        name = next(n["name"] for n in client.status()["nodes"] if n["address"] == victim)
+        cl.provisioner.kill_node(name)
+        killed_at = time.time()
+
+        # The controller finds it dead (a map without it) and starts a replacement (another).
+        def replaced() -> bool:  # a map without the victim, then one with a new node
+            job.refresh()
+            weights = job.ticket.maps[-1].weights
+            return victim not in weights and len(weights) == 3
+
+        wait_until(replaced, timeout=40, what="a map with a replacement node")
+        newest = job.ticket.version
+        assert newest >= 3
+        assert victim in job.ticket.lost
+        # Functions launched now get the newest ticket; the first ones keep going.
+        later = job.ticket.to_json()
+        workers += [ctx.Process(target=_worker, args=(later, w, stop, acks)) for w in (3, 4)]
+        for p in workers[3:]:
+            p.start()
+        time.sleep(2.0)
+        stop.set()
+        acked: dict[str, float] = {}
+        # Read the acknowledgements while the workers finish: a process does not exit before
+        # what it queued is read.
+        deadline = time.monotonic() + 60
+        while any(p.is_alive() for p in workers) or not acks.empty():
+            assert time.monotonic() < deadline, "workers did not finish"
+            try:
+                key, when = acks.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            assert when != "WRONG", f"{key} read back wrong bytes"
+            acked[key] = when
+        assert [p.exitcode for p in workers] == [0] * len(workers)
+        after = [k for k, t in acked.items() if t > killed_at + 0.05]
+        assert len(after) > 50
+        for key in after:  # each read from a handle of its own, as a function would make it
+            h = client.attach(original)
+            assert h.get(key) == _value_of(key), key
+        job.deregister()
+        client.close()
