@@ -62,8 +62,10 @@ _read_value = Connection.read_value
 #: What makes a write refresh the job's ticket and try again: a node draining, full or gone,
 #: or one that knows a newer weight map than the ticket's.
 _WRITE_RETRIES = (DrainingError, TransportError, CapacityError, StaleTicketError)
-#: Values from this size are written through shared memory when the node is on this host.
-_SHARED_PUT_MIN = 64 * 1024
+#: Values from this size are written through shared memory when the node is on this host:
+#: two round trips (SHM_RESERVE, SHM_COMMIT) instead of one, which the copies saved repay
+#: only from about this size (docs/tiers.md, "Co-located fast path").
+_SHARED_PUT_MIN = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,16 +163,16 @@ class Job(RoutedJob):
     ) -> bytes | None:
         """One PUT on ``node`` (``value_checksum`` if the caller has it); with flag REPLACED,
         the manifest of a striped value replaced."""
-        if value_checksum is None:
-            value_checksum = checksum(view)
         if len(view) >= _SHARED_PUT_MIN:
             arena = self.client.arena(node)
-            if arena is not None:
+            if arena is not None:  # (it hashes the value while the node reserves its space)
                 value = memoryview(view).cast("B")
                 return shared.put(
                     self.client, arena, node, self._prefix(node), raw, value, flags, ttl_ms,
                     value_checksum,
                 )  # fmt: skip
+        if value_checksum is None:
+            value_checksum = checksum(view)
         h, old = self.client.call(
             node, _PUT, self._job, self._tokens[node], raw, body=(view,), flags=flags,
             ttl_ms=ttl_ms, value_checksum=value_checksum, map_version=self._version,
