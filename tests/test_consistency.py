@@ -231,3 +231,28 @@ def test_values_acknowledged_after_a_node_is_killed_read_back_from_the_original_
             assert h.get(key) == _value_of(key), key
         job.deregister()
         client.close()
+
+
+def test_a_node_not_yet_found_dead_fails_fast_with_a_transport_error() -> None:
+    """Until the controller finds a killed node dead, keys routed to it raise a
+    TransportError subclass at once (not a miss, not a hang); other keys work."""
+    with LocalCluster(node_capacity="16MiB", tick=0.1, dead_after=60, autoscale=False) as cl:
+        client = cl.client()
+        job = client.register_job("window", JobHints(capacity="24MiB"))  # both nodes
+        assert len(job.ticket.nodes) == 2
+        keys = [f"k{i}" for i in range(40)]
+        job.put_many({k: k.encode() for k in keys})
+        victim = job.router.write_node(b"k0")
+        name = next(n["name"] for n in client.status()["nodes"] if n["address"] == victim)
+        cl.provisioner.kill_node(name)
+        on_victim = [k for k in keys if job.router.write_node(k.encode()) == victim]
+        elsewhere = [k for k in keys if k not in on_victim]
+        h = client.attach(job.ticket)
+        for op in (lambda k: h.get(k), lambda k: h.put(k, b"x"), lambda k: h.exists(k)):
+            with pytest.raises(TransportError) as caught:
+                op(on_victim[0])
+            assert caught.type is not TransportError  # a subclass: ConnectError here
+        assert all(h.get(k) == k.encode() for k in elsewhere)
+        assert h.ticket.version == 1  # nothing newer to refresh to yet
+        job.deregister()
+        client.close()
