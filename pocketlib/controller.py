@@ -310,8 +310,10 @@ class Controller(Placing):
 
         A weight map no ticket carried yet is first made known to the job's nodes."""
         with self.lock:
-            self._job(job_id, token)  # (unknown job, wrong token: raised before any push)
-        self._publish(job_id)
+            job = self._job(job_id, token)  # (unknown job, wrong token: raised before any push)
+            unpublished = bool(job.maps) and job.maps[-1].version > job.published
+        if unpublished:
+            self._publish(job_id)
         with self.lock:
             job = self._job(job_id, token)
             maps = tuple(m for m in job.maps if m.version <= job.published)
