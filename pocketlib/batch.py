@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING
 
 from . import stripes
 from .connection import Connection, NodePool
-from .errors import ChecksumError, NotFoundError, PocketError, StaleTicketError, error_for_status
+from .errors import (
+    ChecksumError,
+    InvalidKeyError,
+    NotFoundError,
+    PocketError,
+    ProtocolError,
+    StaleTicketError,
+    TransportError,
+    error_for_status,
+)
 from .protocol import (
     Buffer,
     Entry,
@@ -162,13 +171,30 @@ def pipeline(
     map_version: int = 0,
 ) -> list[Entry]:
     """Send ``entries`` (MULTI_PUT: keys and values; MULTI_GET: keys) to one node in batched
-    frames, up to :data:`WINDOW` in flight; the node's result entries, in order."""
+    frames, up to :data:`WINDOW` in flight; the node's result entries, in order.
+
+    A batch the node refuses as a whole (a stale ticket, a draining node, a wrong token) stops
+    the sending; the answers to the batches already sent are read before the error is raised,
+    so the connection goes back to its pool in step."""
     results: list[Entry] = []
+    refused: PocketError | None = None
+
+    def read(rid: int) -> None:
+        nonlocal refused
+        try:
+            results.extend(_read_entries(conn, rid))
+        except PocketError as exc:
+            if isinstance(exc, TransportError | ProtocolError | InvalidKeyError):
+                raise  # the connection is out of step: it is dropped
+            refused = refused or exc
+
     with pool.connection() as conn:
         pending: list[int] = []
         for batch in _batches(entries):
             if len(pending) == WINDOW:
-                results += _read_entries(conn, pending.pop(0))
+                read(pending.pop(0))
+            if refused is not None:
+                break
             rid = conn.next_id()
             if op == Op.MULTI_PUT:
                 body = encode_entries(batch)
@@ -182,7 +208,9 @@ def pipeline(
             conn.send([head, *body])
             pending.append(rid)
         for rid in pending:
-            results += _read_entries(conn, rid)
+            read(rid)
+    if refused is not None:
+        raise refused
     return results
 
 

@@ -20,7 +20,7 @@ import pytest
 from _helpers import wait_until
 
 import pocketlib
-from pocketlib import JobHints, LocalCluster
+from pocketlib import JobHints, LocalCluster, batch
 from pocketlib.controller import Controller
 from pocketlib.errors import NotFoundError, StaleTicketError, TransportError
 
@@ -256,3 +256,15 @@ def test_a_node_not_yet_found_dead_fails_fast_with_a_transport_error() -> None:
         assert h.ticket.version == 1  # nothing newer to refresh to yet
         job.deregister()
         client.close()
+
+
+def test_a_refused_batch_leaves_its_connection_in_step(grown: Any) -> None:
+    """put_many from an old handle sends several MULTI_PUT batches before the first answer;
+    all are refused (stale ticket), all answers are read, and the repeat under the newer
+    ticket goes over the same pooled connections."""
+    _, old, job, _ = grown
+    items = {f"many/{i}": str(i).encode() for i in range(3 * batch.BATCH_KEYS)}
+    old.put_many(items)
+    assert old.ticket.version == 2
+    assert job.get_many(list(items)) == items
+    assert old.get("many/7") == b"7"
