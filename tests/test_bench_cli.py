@@ -193,21 +193,25 @@ def test_both_missing_gives_both_hints_on_one_line(
 
 
 def test_path_without_redis_server_exits_1(tmp_path: Path) -> None:
-    """End to end: a PATH holding only the interpreter, so no redis-server on it."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    python = bin_dir / "python"
-    python.symlink_to(sys.executable)
+    """End to end: PATH is one empty directory, so no redis-server on it.
+
+    The interpreter runs by its absolute path, not through a link in that directory: a link
+    to a virtualenv's python has no pyvenv.cfg beside it and would start outside the venv.
+    """
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    out = tmp_path / "r.md"
     result = subprocess.run(
-        [str(python), "-m", "pocketlib.cli", "bench", "--quick", "--out", str(tmp_path / "r.md")],
+        [sys.executable, "-m", "pocketlib.cli", "bench", "--quick", "--out", str(out)],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        env={**os.environ, "PATH": str(bin_dir)},
+        env={**os.environ, "PATH": str(empty_bin)},
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert result.stdout == ""
+    assert "redis-server is not on PATH" in result.stderr
     assert "apt-get install -y redis-server" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "r.md").exists()
+    assert not out.exists()
 
 
 def test_cli_and_package_import_no_benchmark_code() -> None:

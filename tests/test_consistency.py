@@ -172,6 +172,22 @@ def _worker(ticket: str, wid: int, stop: Any, acks: Any) -> None:
     job.close()
 
 
+@contextlib.contextmanager
+def _stopped_at_exit(stop: Any, workers: list[Any]) -> Iterator[None]:
+    """Workers stopped however the block ends: a failed test must not leave them running
+    (a worker blocked on its queue would hold the test run at exit)."""
+    try:
+        yield
+    finally:
+        stop.set()
+        for p in workers:
+            if p.is_alive():
+                p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+
+
 def _value_of(key: str) -> bytes:
     i = int(key.rsplit("-", 1)[1])
     return f"{key}:{'x' * (i % 97)}".encode()
@@ -186,49 +202,50 @@ def test_values_acknowledged_after_a_node_is_killed_read_back_from_the_original_
         ctx = multiprocessing.get_context("spawn")
         stop, acks = ctx.Event(), ctx.Queue()
         workers = [ctx.Process(target=_worker, args=(original, w, stop, acks)) for w in range(3)]
-        for p in workers:
-            p.start()
-        time.sleep(1.0)
-        victim = job.router.write_node(b"w0-0")
-        name = next(n["name"] for n in client.status()["nodes"] if n["address"] == victim)
-        cl.provisioner.kill_node(name)
-        killed_at = time.time()
+        with _stopped_at_exit(stop, workers):
+            for p in workers:
+                p.start()
+            time.sleep(1.0)
+            victim = job.router.write_node(b"w0-0")
+            name = next(n["name"] for n in client.status()["nodes"] if n["address"] == victim)
+            cl.provisioner.kill_node(name)
+            killed_at = time.time()
 
-        # The controller finds it dead (a map without it) and starts a replacement (another).
-        def replaced() -> bool:  # a map without the victim, then one with a new node
-            job.refresh()
-            weights = job.ticket.maps[-1].weights
-            return victim not in weights and len(weights) == 3
+            # The controller finds it dead (a map without it) and starts a replacement (another).
+            def replaced() -> bool:  # a map without the victim, then one with a new node
+                job.refresh()
+                weights = job.ticket.maps[-1].weights
+                return victim not in weights and len(weights) == 3
 
-        wait_until(replaced, timeout=40, what="a map with a replacement node")
-        newest = job.ticket.version
-        assert newest >= 3
-        assert victim in job.ticket.lost
-        # Functions launched now get the newest ticket; the first ones keep going.
-        later = job.ticket.to_json()
-        workers += [ctx.Process(target=_worker, args=(later, w, stop, acks)) for w in (3, 4)]
-        for p in workers[3:]:
-            p.start()
-        time.sleep(2.0)
-        stop.set()
-        acked: dict[str, float] = {}
-        # Read the acknowledgements while the workers finish: a process does not exit before
-        # what it queued is read.
-        deadline = time.monotonic() + 60
-        while any(p.is_alive() for p in workers) or not acks.empty():
-            assert time.monotonic() < deadline, "workers did not finish"
-            try:
-                key, when = acks.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            assert when != "WRONG", f"{key} read back wrong bytes"
-            acked[key] = when
-        assert [p.exitcode for p in workers] == [0] * len(workers)
-        after = [k for k, t in acked.items() if t > killed_at + 0.05]
-        assert len(after) > 50
-        for key in after:  # each read from a handle of its own, as a function would make it
-            h = client.attach(original)
-            assert h.get(key) == _value_of(key), key
+            wait_until(replaced, timeout=40, what="a map with a replacement node")
+            newest = job.ticket.version
+            assert newest >= 3
+            assert victim in job.ticket.lost
+            # Functions launched now get the newest ticket; the first ones keep going.
+            later = job.ticket.to_json()
+            workers += [ctx.Process(target=_worker, args=(later, w, stop, acks)) for w in (3, 4)]
+            for p in workers[3:]:
+                p.start()
+            time.sleep(2.0)
+            stop.set()
+            acked: dict[str, float] = {}
+            # Read the acknowledgements while the workers finish: a process does not exit before
+            # what it queued is read.
+            deadline = time.monotonic() + 60
+            while any(p.is_alive() for p in workers) or not acks.empty():
+                assert time.monotonic() < deadline, "workers did not finish"
+                try:
+                    key, when = acks.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                assert when != "WRONG", f"{key} read back wrong bytes"
+                acked[key] = when
+            assert [p.exitcode for p in workers] == [0] * len(workers)
+            after = [k for k, t in acked.items() if t > killed_at + 0.05]
+            assert len(after) > 50
+            for key in after:  # each read from a handle of its own, as a function would make it
+                h = client.attach(original)
+                assert h.get(key) == _value_of(key), key
         job.deregister()
         client.close()
 

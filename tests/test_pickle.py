@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -90,7 +91,7 @@ def test_a_job_is_an_argument_of_a_lithops_map(cluster: LocalCluster, tmp_path: 
         job = client.register_job("lithops-args", JobHints(capacity="4MiB"))
         config = {
             "lithops": {"backend": "localhost", "storage": "localhost", "log_level": "WARNING"},
-            "localhost": {"runtime": "python3", "worker_processes": 2},
+            "localhost": {"runtime": sys.executable, "worker_processes": 2},
         }
         fexec = lithops.LocalhostExecutor(config=config)
         futures = fexec.map(_lithops_task, [(job, i) for i in range(4)])

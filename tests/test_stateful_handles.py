@@ -96,6 +96,8 @@ class HandlesModel(RuleBasedStateMachine):
     @rule()
     def lose_a_node(self) -> None:
         c = self.cluster.controller
+        if len(c.ticket(self.driver.ticket.job).maps[-1].weights) < 2:
+            self.grow()  # (so that the job keeps a node)
         with c.lock:
             record = c.jobs[self.driver.ticket.job]
             newest = record.maps[-1].weights
