@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Address, JobHints, Timeouts
-from .connection import Connection, NodePool
+from .connection import Connection, Deadline, NodePool
 from .errors import PocketError, RequestError
 from .job import Job, ObjectInfo
 from .protocol import Buffer, Flag, Op, ResponseHeader, decode_json, pack_request
@@ -40,12 +40,13 @@ _JOIN_LIMIT = 64 * 1024
 class _Pools(dict[str, NodePool]):
     """Connection pools by node address, made on first use (tickets name new nodes)."""
 
-    def __init__(self, timeouts: Timeouts) -> None:
+    def __init__(self, timeouts: Timeouts, deadline: Deadline) -> None:
         super().__init__()
         self.timeouts = timeouts
+        self.deadline = deadline
 
     def __missing__(self, node: str) -> NodePool:
-        pool = self[node] = NodePool(Address.parse(node), self.timeouts)
+        pool = self[node] = NodePool(Address.parse(node), self.timeouts, deadline=self.deadline)
         return pool
 
 
@@ -70,7 +71,9 @@ class Client:
         self.timeouts = timeouts or Timeouts()
         self.controller = str(Address.parse(controller)) if controller is not None else None
         self._control: JsonChannel | None = None
-        self.pools = _Pools(self.timeouts)
+        #: When every call must end (set by a serverless handler for one invocation).
+        self.deadline = Deadline()
+        self.pools = _Pools(self.timeouts, self.deadline)
         #: The nodes of direct mode, in the order given.
         self.nodes = [str(Address.parse(n)) for n in nodes]
         for node in self.nodes:
@@ -220,6 +223,14 @@ class Client:
             self.call(node, Op.PING)
         if self.controller is not None:
             self.control(Op.PING, {})
+
+    def drop_idle(self) -> None:
+        """Close the pooled connections not in use, so that the next calls connect afresh
+        (after a frozen serverless environment thaws, its sockets may be dead)."""
+        for pool in list(self.pools.values()):
+            pool.drop_idle()
+        if self._control is not None:
+            self._control.pool.drop_idle()
 
     def close(self) -> None:
         """Close every pooled connection."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
@@ -31,9 +32,16 @@ from .errors import (
     error_for_status,
 )
 from .protocol import RESPONSE_HEADER, ResponseHeader, checksum, unpack_response
-from .transport import map_os_error, send_buffers, socket_reader, translate_os_errors, tune_socket
+from .transport import (
+    map_os_error,
+    send_buffers,
+    set_io_timeout,
+    socket_reader,
+    translate_os_errors,
+    tune_socket,
+)
 
-__all__ = ["Connection", "NodePool"]
+__all__ = ["Connection", "Deadline", "NodePool"]
 
 T = TypeVar("T")
 
@@ -42,22 +50,50 @@ _CONNECTION_ENDING = (TransportError, ProtocolError, InvalidKeyError)
 _DRAIN_CHUNK = 1 << 20
 
 
+class Deadline:
+    """When the calls of a client must end (``time.monotonic()``), or None for no deadline.
+
+    A serverless handler sets it for the length of an invocation, so that a call blocked on a
+    node raises PocketTimeoutError before the platform kills the function; a client's pools
+    share it, and each request's socket timeouts are cut to the time left.
+    """
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def left(self, peer: str) -> float:
+        """Seconds until the deadline; PocketTimeoutError if it has passed."""
+        assert self.at is not None
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise PocketTimeoutError(f"the call's deadline passed before {peer} was asked")
+        return left
+
+
 class Connection:
     """A socket to one node with a buffered reader for responses."""
 
-    def __init__(self, address: Address, timeouts: Timeouts) -> None:
+    def __init__(self, address: Address, timeouts: Timeouts, left: float | None = None) -> None:
         self.address = address
         self.peer = str(address)
+        #: Whether its socket timeouts were cut to a deadline (``left`` seconds).
+        self.bounded = left is not None
+        connect = timeouts.connect if left is None else _least(timeouts.connect, left)
         with translate_os_errors(self.peer, connecting=True):
-            self.sock = socket.create_connection(
-                (address.host, address.port), timeout=timeouts.connect
-            )
-        tune_socket(self.sock, timeouts.io)
+            self.sock = socket.create_connection((address.host, address.port), timeout=connect)
+        tune_socket(self.sock, timeouts.io if left is None else _least(timeouts.io, left))
         self._rfile = socket_reader(self.sock, _READ_BUFFER)
         self._header = bytearray(RESPONSE_HEADER.size)
         self._next_id = 0
         self.reused = False
         self.generation = _fork_generation
+
+    def bound(self, left: float | None, timeouts: Timeouts) -> None:
+        """Cut the socket's timeouts to ``left`` seconds (None: back to ``timeouts``)."""
+        set_io_timeout(self.sock, timeouts.io if left is None else _least(timeouts.io, left))
+        self.bounded = left is not None
 
     def next_id(self) -> int:
         """A request id for the next request on this connection."""
@@ -144,10 +180,17 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class NodePool:
     """Idle connections to one node, reused across requests and threads."""
 
-    def __init__(self, address: Address, timeouts: Timeouts, max_idle: int = 16) -> None:
+    def __init__(
+        self,
+        address: Address,
+        timeouts: Timeouts,
+        max_idle: int = 16,
+        deadline: Deadline | None = None,
+    ) -> None:
         self.address = address
         self.timeouts = timeouts
         self.max_idle = max_idle
+        self.deadline = deadline
         self._generation = _fork_generation
         # deque.append/pop are atomic: no lock needed on the request path.
         self._idle: deque[Connection] = deque()
@@ -164,12 +207,28 @@ class NodePool:
         """An idle connection, or a new one."""
         if self._generation != _fork_generation:
             self._after_fork()
+        deadline = self.deadline
+        left = None
+        if deadline is not None and deadline.at is not None:
+            left = deadline.left(str(self.address))
         try:
             conn = self._idle.pop()
         except IndexError:
-            return Connection(self.address, self.timeouts)
+            return Connection(self.address, self.timeouts, left)
         conn.reused = True
+        if left is not None or conn.bounded:
+            try:
+                conn.bound(left, self.timeouts)
+            except OSError:
+                conn.close()
+                return Connection(self.address, self.timeouts, left)
         return conn
+
+    def drop_idle(self) -> None:
+        """Close the idle connections (after a freeze they may be dead without knowing)."""
+        idle, self._idle = self._idle, deque()
+        for conn in idle:
+            conn.close()
 
     def release(self, conn: Connection) -> None:
         """Return a connection that is in step (every response it was owed was read)."""
@@ -241,6 +300,8 @@ class NodePool:
 
     def close(self) -> None:
         """Close idle connections."""
-        idle, self._idle = self._idle, deque()
-        for conn in idle:
-            conn.close()
+        self.drop_idle()
+
+
+def _least(timeout: float | None, left: float) -> float:
+    return left if timeout is None else min(timeout, left)

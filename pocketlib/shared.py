@@ -149,6 +149,8 @@ def open_arena(info: dict[str, Any]) -> SharedArena | None:
     """Map the node's tier file if it is this host's and this process may; else None."""
     if os.environ.get("POCKET_SHARED_MEMORY", "1") == "0":
         return None
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # no /dev/shm there, nor a node's host
+        return None
     path = info.get("path")
     if not path or info.get("boot_id") != boot_id() or not boot_id():
         return None

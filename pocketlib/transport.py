@@ -17,6 +17,7 @@ from .errors import ConnectError, PocketTimeoutError, TransportError
 __all__ = [
     "map_os_error",
     "send_buffers",
+    "set_io_timeout",
     "shut_down",
     "socket_reader",
     "translate_os_errors",
@@ -38,10 +39,17 @@ def tune_socket(sock: socket.socket, io_timeout: float | None = None) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.settimeout(None)
     if io_timeout is not None:
-        sec = int(io_timeout)
-        timeval = struct.pack("ll", sec, int((io_timeout - sec) * 1e6))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        set_io_timeout(sock, io_timeout)
+
+
+def set_io_timeout(sock: socket.socket, seconds: float | None) -> None:
+    """The longest wait of any one send or receive on a socket :func:`tune_socket` set up
+    (None or 0: no limit)."""
+    seconds = seconds or 0.0
+    sec = int(seconds)
+    timeval = struct.pack("ll", sec, max(int((seconds - sec) * 1e6), 1 if seconds else 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
 class _SocketRaw(io.RawIOBase):

@@ -1,0 +1,29 @@
+"""pocketlib for serverless functions: a Lambda handler decorator and payloads by reference.
+
+``import pocketlib`` does not import this package; nothing here imports boto3, lithops or
+awslambdaric at import time. See docs/serverless.md.
+
+>>> import pocketlib.serverless as pls
+>>> @pls.handler
+... def handle(event, context, job):
+...     job.put("out", job.get("in"))
+"""
+
+from __future__ import annotations
+
+from .context import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT, in_lambda, payload_limit
+from .decorator import handler, is_cold_start
+from .refs import REF_KEY, is_ref, offload, resolve
+
+__all__ = [
+    "ASYNC_PAYLOAD_LIMIT",
+    "REF_KEY",
+    "SYNC_PAYLOAD_LIMIT",
+    "handler",
+    "in_lambda",
+    "is_cold_start",
+    "is_ref",
+    "offload",
+    "payload_limit",
+    "resolve",
+]
