@@ -30,6 +30,8 @@ Handler = Callable[..., Any]
 
 #: Where a handler looks for a ticket when the event has none.
 TICKET_ENV = "POCKET_TICKET"
+#: Ticket texts remembered per environment (jobs share few; a bound keeps a leak out).
+_TEXTS_KEPT = 64
 
 
 class _Environment:
@@ -41,6 +43,8 @@ class _Environment:
         self.jobs: dict[tuple[str, bytes], Job] = {}
         #: When each job's last invocation ended (time.monotonic()).
         self.last_used: dict[tuple[str, bytes], float] = {}
+        #: Ticket texts seen, by the job they name (parsing one costs more than a put).
+        self.by_text: dict[str, tuple[str, bytes]] = {}
         self.invocations = 0
         self.cold = True
 
@@ -137,6 +141,9 @@ def _job_for(event: Any, ticket_key: str) -> tuple[Job, tuple[str, bytes]]:
         raise ConfigError(
             f"no pocketlib ticket: the event has no {ticket_key!r} and {TICKET_ENV} is not set"
         )
+    key = _env.by_text.get(raw) if isinstance(raw, str) else None
+    if key is not None:  # a warm invocation with the same ticket: no parse
+        return _env.jobs[key], key
     ticket = Ticket.parse(raw)
     key = (ticket.job, ticket.token)
     with _env.lock:
@@ -145,4 +152,8 @@ def _job_for(event: Any, ticket_key: str) -> tuple[Job, tuple[str, bytes]]:
             from ..client import attach
 
             job = _env.jobs[key] = attach(ticket)
+        if isinstance(raw, str):
+            if len(_env.by_text) >= _TEXTS_KEPT:
+                _env.by_text.clear()
+            _env.by_text[raw] = key
     return job, key
