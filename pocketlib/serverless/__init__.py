@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from .context import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT, in_lambda, payload_limit
 from .decorator import handler, is_cold_start
+from .executor import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, FunctionExecutor
 from .refs import REF_KEY, is_ref, offload, resolve
 
 __all__ = [
+    "ALL_COMPLETED",
+    "ALWAYS",
+    "ANY_COMPLETED",
     "ASYNC_PAYLOAD_LIMIT",
+    "FunctionExecutor",
     "REF_KEY",
     "SYNC_PAYLOAD_LIMIT",
     "handler",

@@ -38,6 +38,7 @@ def offload(
     invocation: Invocation = "sync",
     keep: bool = False,
     ttl: float | None = None,
+    pickled: bool = False,
 ) -> Any:
     """``value`` itself if its payload form is at most ``threshold`` bytes, else a marker.
 
@@ -45,12 +46,15 @@ def offload(
     text; other values always go by reference (a payload is JSON). ``threshold`` defaults to
     the invocation type's payload limit less 64 KiB for the rest of the payload; 0 offloads
     every value. ``keep`` makes the value survive being resolved (for values read by several
-    functions); ``ttl`` (seconds) bounds its life below the job's.
+    functions); ``ttl`` (seconds) bounds its life below the job's. With ``pickled`` the payload
+    is a pickle, not JSON (an executor's own channel): its form is the value's pickle, and any
+    value may stay inline.
     """
     limit = payload_limit(invocation) - _HEADROOM if threshold is None else threshold
     codec, data = _encode(value)
-    inline = -(-len(data) // 3) * 4 if codec == "bytes" else len(data)
-    if codec != "pickle" and inline <= limit:
+    base64 = codec == "bytes" and not pickled
+    inline = -(-len(data) // 3) * 4 if base64 else len(data)
+    if inline <= limit and (pickled or codec != "pickle"):
         return value
     key = f"refs/{secrets.token_hex(12)}"
     job.put(key, data, ttl=ttl)

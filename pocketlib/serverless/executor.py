@@ -1,0 +1,251 @@
+"""A PyWren/Lithops-style executor whose functions share a pocketlib job.
+
+``FunctionExecutor(job=job)`` runs functions on a backend (local processes for now) and hands
+each the job: a function with a parameter named ``job`` gets it, attached once per worker from
+the job's ticket. Arguments and results above a threshold travel by reference through the job
+(:mod:`pocketlib.serverless.refs`) instead of through the backend's own channel. Futures are
+``concurrent.futures.Future`` objects; a function's exception comes back with its type and
+its remote traceback.
+
+>>> with FunctionExecutor(job=job) as fexec:          # doctest: +SKIP
+...     futures = fexec.map(count_words, [("part-0",), ("part-1",)])
+...     totals = fexec.get_result(futures)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import inspect
+import os
+import pickle
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from .refs import offload, resolve
+
+if TYPE_CHECKING:
+    from ..job import Job
+
+__all__ = ["ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "FunctionExecutor"]
+
+#: ``wait`` until every future is done, until one is, or not at all (PyWren's and Lithops'
+#: names; any number between 0 and 1 waits for that fraction of the futures).
+ALL_COMPLETED, ANY_COMPLETED, ALWAYS = "ALL_COMPLETED", "ANY_COMPLETED", "ALWAYS"
+#: Arguments and results whose payload form is larger than this go through the job.
+DEFAULT_THRESHOLD = 1 << 20
+
+
+class FunctionExecutor:
+    """Run functions with a job's data at hand; PyWren/Lithops method names.
+
+    ``backend="processes"`` runs them in a pool of ``workers`` local processes (default: the
+    CPU count). ``job`` (optional) is what functions get as their ``job`` parameter and where
+    large arguments and results go; ``threshold`` is that size (bytes of the payload form).
+    """
+
+    def __init__(
+        self,
+        backend: str = "processes",
+        *,
+        job: Job | None = None,
+        workers: int | None = None,
+        threshold: int = DEFAULT_THRESHOLD,
+    ) -> None:
+        if backend != "processes":
+            raise ConfigError(f"unknown backend {backend!r} (this version has 'processes')")
+        self.job = job
+        self.threshold = threshold
+        self._ticket = job.ticket.to_json() if job is not None else None
+        self._pool = cf.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+        self.futures: list[cf.Future[Any]] = []
+
+    # -- submitting ---------------------------------------------------------------------------
+    def call_async(self, func: Callable[..., Any], data: Any = ()) -> cf.Future[Any]:
+        """Run ``func`` once on ``data`` (a tuple: positional arguments; a dict: keyword
+        arguments; anything else: the one argument)."""
+        return self.map(func, [data])[0]
+
+    def map(self, func: Callable[..., Any], iterdata: Iterable[Any]) -> list[cf.Future[Any]]:
+        """Run ``func`` on each item of ``iterdata`` (as :meth:`call_async`); one future each."""
+        wants_job = "job" in _parameters(func)
+        if wants_job and self.job is None:
+            raise ConfigError(f"{_name(func)} takes a job: give the executor one (job=...)")
+        blob = (secrets.token_bytes(8), _dumps(func))  # unpickled once per worker
+        futures = []
+        for item in iterdata:
+            args, kwargs = _arguments(item)
+            payload = self._by_reference({"args": list(args), "kwargs": kwargs})
+            future = self._pool.submit(_run, blob, payload, self._ticket, wants_job,
+                                       self.threshold)  # fmt: skip
+            futures.append(self._resolving(future))
+        self.futures += futures
+        return futures
+
+    def map_reduce(
+        self,
+        map_func: Callable[..., Any],
+        iterdata: Iterable[Any],
+        reduce_func: Callable[..., Any],
+    ) -> cf.Future[Any]:
+        """``reduce_func(results)`` (with ``job`` if it takes one) once every ``map_func``
+        call is done; the reduce's future."""
+        mapped = self.map(map_func, iterdata)
+        results = self.get_result(mapped)
+        return self.call_async(reduce_func, (results,))
+
+    # -- waiting ------------------------------------------------------------------------------
+    def wait(
+        self,
+        fs: Sequence[cf.Future[Any]] | None = None,
+        *,
+        return_when: str | float = ALL_COMPLETED,
+        timeout: float | None = None,
+    ) -> tuple[list[cf.Future[Any]], list[cf.Future[Any]]]:
+        """``(done, not_done)``: after every future is done, one is, none is waited for
+        (``ALWAYS``), or a fraction between 0 and 1 of them is."""
+        fs = list(self.futures if fs is None else fs)
+        if return_when == ALWAYS:
+            pass
+        elif return_when in (ALL_COMPLETED, ANY_COMPLETED):
+            how = cf.ALL_COMPLETED if return_when == ALL_COMPLETED else cf.FIRST_COMPLETED
+            cf.wait(fs, timeout=timeout, return_when=how)
+        elif isinstance(return_when, int | float) and 0 < return_when <= 1:
+            need = max(1, -(-int(return_when * 1000) * len(fs) // 1000))
+            finished = sum(f.done() for f in fs)
+            try:
+                for _ in cf.as_completed([f for f in fs if not f.done()], timeout=timeout):
+                    finished += 1
+                    if finished >= need:
+                        break
+            except cf.TimeoutError:
+                pass  # what is done by then
+        else:
+            raise ConfigError(f"return_when is ALL_COMPLETED, ANY_COMPLETED, ALWAYS or a "
+                              f"fraction in (0, 1], not {return_when!r}")  # fmt: skip
+        done = [f for f in fs if f.done()]
+        return done, [f for f in fs if not f.done()]
+
+    def get_result(
+        self, fs: Sequence[cf.Future[Any]] | cf.Future[Any] | None = None, *,
+        timeout: float | None = None,
+    ) -> Any:  # fmt: skip
+        """The results of ``fs`` (default: every future so far), in order; a function's
+        exception is raised here with its remote traceback as its cause."""
+        if isinstance(fs, cf.Future):
+            return fs.result(timeout)
+        return [f.result(timeout) for f in (self.futures if fs is None else fs)]
+
+    def clean(self) -> None:
+        """Forget the futures (values they passed by reference were freed as they were read)."""
+        self.futures = []
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the workers (``wait``: after the calls under way)."""
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    def __enter__(self) -> FunctionExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # -- payloads -----------------------------------------------------------------------------
+    def _by_reference(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.job is None:
+            return payload
+        args = [offload(a, self.job, threshold=self.threshold, pickled=True)
+                for a in payload["args"]]  # fmt: skip
+        kwargs = {k: offload(v, self.job, threshold=self.threshold, pickled=True)
+                  for k, v in payload["kwargs"].items()}  # fmt: skip
+        return {"args": args, "kwargs": kwargs}
+
+    def _resolving(self, future: cf.Future[Any]) -> cf.Future[Any]:
+        """A future of the function's result, with a result passed by reference fetched."""
+        if self.job is None:
+            return future
+        out: cf.Future[Any] = cf.Future()
+        job = self.job
+
+        def done(f: cf.Future[Any]) -> None:
+            exc = f.exception()
+            if exc is not None:
+                out.set_exception(exc)
+                return
+            try:
+                out.set_result(resolve(f.result(), job))
+            except BaseException as err:  # (a reference that cannot be fetched)
+                out.set_exception(err)
+
+        future.add_done_callback(done)
+        return out
+
+
+# -- in the worker -------------------------------------------------------------------------------
+
+_worker_jobs: dict[str, Job] = {}
+
+
+_worker_funcs: dict[bytes, Callable[..., Any]] = {}
+
+
+def _run(blob: tuple[bytes, bytes], payload: dict[str, Any], ticket: str | None,
+         wants_job: bool, threshold: int) -> Any:  # fmt: skip
+    """One call, in a worker process: the function unpickled and the job attached once per
+    worker."""
+    func = _worker_funcs.get(blob[0])
+    if func is None:
+        if len(_worker_funcs) >= 64:
+            _worker_funcs.clear()
+        func = _worker_funcs[blob[0]] = pickle.loads(blob[1])  # (pickled by our driver)
+    job = None
+    if ticket is not None:
+        job = _worker_jobs.get(ticket)
+        if job is None:
+            from ..client import attach
+
+            job = _worker_jobs[ticket] = attach(ticket)
+        payload = resolve(payload, job)
+    kwargs = dict(payload["kwargs"])
+    if wants_job:
+        kwargs["job"] = job
+    result = func(*payload["args"], **kwargs)
+    if job is not None:
+        result = offload(result, job, threshold=threshold, pickled=True)
+    return result
+
+
+def _arguments(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(item, tuple):
+        return item, {}
+    if isinstance(item, dict):
+        return (), dict(item)
+    return (item,), {}
+
+
+def _parameters(func: Callable[..., Any]) -> Sequence[str]:
+    try:
+        return list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+def _name(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", repr(func))
+
+
+def _dumps(func: Callable[..., Any]) -> bytes:
+    """The function pickled: by reference if it is importable, by value (cloudpickle, when
+    installed) if it is a lambda or a closure."""
+    try:
+        return pickle.dumps(func)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        try:
+            import cloudpickle  # type: ignore[import-untyped]
+        except ImportError:
+            raise ConfigError(
+                f"{_name(func)} cannot be pickled; define it at module level or install cloudpickle"
+            ) from None
+        data: bytes = cloudpickle.dumps(func)
+        return data

@@ -1,0 +1,125 @@
+"""The executor on local processes: PyWren/Lithops names, a shared job, references, errors."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import time
+import traceback
+from collections.abc import Iterator
+
+import pytest
+
+import pocketlib
+import pocketlib.serverless as pls
+from pocketlib import JobHints, LocalCluster
+from pocketlib.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(node_capacity="64MiB", autoscale=False, tick=0.2) as c:
+        yield c
+
+
+@pytest.fixture
+def job(cluster: LocalCluster) -> Iterator[pocketlib.Job]:
+    with cluster.client() as client:
+        j = client.register_job("exec", JobHints(capacity="32MiB"))
+        yield j
+        j.deregister()
+
+
+@pytest.fixture
+def fexec(job: pocketlib.Job) -> Iterator[pls.FunctionExecutor]:
+    with pls.FunctionExecutor(job=job, workers=2, threshold=256 * 1024) as f:
+        yield f
+
+
+def square_into(i: int, job: pocketlib.Job) -> int:
+    job.put(f"sq/{i}", str(i * i).encode())
+    return os.getpid()
+
+
+def total(results: list[int], job: pocketlib.Job) -> int:
+    return sum(int(job.get(f"sq/{i}")) for i in range(len(results)))
+
+
+def echo_size(blob: bytes, *, extra: int = 0) -> bytes:
+    return bytes(reversed(blob)) + bytes(extra)
+
+
+def fails(part: int) -> None:
+    raise KeyError(f"part {part} is missing")
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_map_gives_each_call_the_job_and_results_in_order(
+    fexec: pls.FunctionExecutor, job: pocketlib.Job
+) -> None:
+    futures = fexec.map(square_into, range(8))
+    assert all(isinstance(f, cf.Future) for f in futures)
+    pids = fexec.get_result(futures)
+    assert len(pids) == 8
+    assert os.getpid() not in pids  # ran in worker processes
+    assert job.get_many([f"sq/{i}" for i in range(8)]) == {
+        f"sq/{i}": str(i * i).encode() for i in range(8)
+    }
+    reduced = fexec.map_reduce(square_into, range(5), total)
+    assert reduced.result() == sum(i * i for i in range(5))
+
+
+def test_large_arguments_and_results_travel_through_the_job(
+    fexec: pls.FunctionExecutor, job: pocketlib.Job
+) -> None:
+    def requests() -> int:  # this job's requests, over its nodes
+        return sum(s["job_ops"].get(job.ticket.job, 0) for s in job.stats().values())
+
+    blob = os.urandom(3 * MiB)
+    before = requests()
+    future = fexec.call_async(echo_size, {"blob": blob, "extra": MiB})
+    assert future.result() == bytes(reversed(blob)) + bytes(MiB)
+    # The argument and the result each put and got once through the job (a co-located put
+    # is a reserve and a commit).
+    assert requests() - before >= 4
+    assert list(job.list("refs/")) == []  # freed as they were read
+    before = requests()
+    assert fexec.call_async(echo_size, (b"small",)).result() == b"llams"
+    assert requests() == before  # small values ride in the call itself
+
+
+def test_a_remote_exception_keeps_its_type_and_traceback(fexec: pls.FunctionExecutor) -> None:
+    future = fexec.call_async(fails, 7)
+    with pytest.raises(KeyError, match="part 7 is missing") as caught:
+        fexec.get_result(future)
+    remote = "".join(traceback.format_exception(caught.value))
+    assert "in fails" in remote  # the worker's frame, from the remote traceback
+
+
+def test_wait_all_any_always_and_a_fraction(fexec: pls.FunctionExecutor) -> None:
+    fast, slow = fexec.map(nap, [0.0, 1.5])
+    done, not_done = fexec.wait([fast, slow], return_when=pls.ALWAYS)
+    assert len(done) + len(not_done) == 2
+    done, not_done = fexec.wait([fast, slow], return_when=pls.ANY_COMPLETED)
+    assert fast in done
+    done, not_done = fexec.wait([fast, slow], return_when=0.5)
+    assert fast in done
+    done, not_done = fexec.wait([fast, slow], return_when=pls.ALL_COMPLETED)
+    assert not not_done
+    with pytest.raises(ConfigError, match="fraction"):
+        fexec.wait([fast], return_when=2)
+
+
+def test_lambdas_travel_by_value_and_a_job_is_required_to_use_one(job: pocketlib.Job) -> None:
+    pytest.importorskip("cloudpickle")
+    with pls.FunctionExecutor(job=job, workers=1) as fexec:
+        offset = 10
+        assert fexec.get_result(fexec.map(lambda x: x + offset, [1, 2])) == [11, 12]
+    with pls.FunctionExecutor(workers=1) as bare, pytest.raises(ConfigError, match="job"):
+        bare.map(square_into, [1])
