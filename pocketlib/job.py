@@ -465,6 +465,13 @@ class Job(RoutedJob):
 
         return self._fresh(fetch)
 
+    def wait_for(self, keys: Iterable[str], *, timeout: float | None = None) -> None:
+        """Return once every key of ``keys`` is stored: the nodes that will store them answer
+        when they are (no polling); PocketTimeoutError after ``timeout`` seconds."""
+        from .waiting import wait_for
+
+        wait_for(self, keys, timeout)
+
     # -- streams ------------------------------------------------------------------------------
     def writer(
         self, key: str, *, ttl: float | None = None, chunk_size: int = 4 * 1024 * 1024

@@ -29,6 +29,7 @@ from typing import Any
 from .auth import job_token, verify
 from .config import Address
 from .errors import AccessError, TokenError, UnknownJobError
+from .node_waits import KeyWaits
 from .session import OP_NAMES, ConnStats, Session
 from .tiers.base import TierDriver
 from .tiers.persist import PersistingTier
@@ -72,6 +73,8 @@ class StorageNode:
         #: The newest weight-map version of each job the controller has told this node of:
         #: requests made under an older ticket are fenced (see :mod:`pocketlib.session`).
         self.map_versions: dict[str, int] = {}
+        #: Readers blocked until keys exist (WAIT), woken by puts.
+        self.waits = KeyWaits()
         self._epochs = itertools.count(1)
         self.lock = threading.Lock()
         self._stopping = threading.Event()
@@ -164,8 +167,10 @@ class StorageNode:
     def learn_map_version(self, job: str, version: int) -> None:
         """``job`` has a weight map of ``version`` (never goes back a version)."""
         with self.lock:
-            if version > self.map_versions.get(job, 0):
-                self.map_versions[job] = version
+            if version <= self.map_versions.get(job, 0):
+                return
+            self.map_versions[job] = version
+        self.waits.job_changed(job)
 
     def delete_job(self, job: str) -> int:
         """Close ``job`` and free all its objects; returns how many there were."""

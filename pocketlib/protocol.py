@@ -43,6 +43,7 @@ __all__ = [
     "Buffer",
     "MAGIC",
     "MAX_MAP_VERSION",
+    "MAX_WAIT_MS",
     "REQUEST_HEADER",
     "RESPONSE_HEADER",
     "STAT_BODY",
@@ -131,6 +132,9 @@ class Op(enum.IntEnum):
     # From the controller: arg = the job's newest weight-map version, learnt before any ticket
     # with it is handed out; requests made under older versions are fenced from then on.
     JOB_MAP_VERSION = 26
+    # Body = key list, arg = timeout in ms: answered when every key is stored, the timeout
+    # passes or the job's map changes; response body = the keys still missing.
+    WAIT = 27
     # The control plane: served by the controller, JSON request and response bodies.
     NODE_REGISTER = 30  # a node joins: name, address, tier, capacity, bandwidth
     NODE_HEARTBEAT = 31  # a node's load each second; the answer may ask it to act
@@ -145,7 +149,11 @@ CONTROL_OPS = frozenset(range(Op.NODE_REGISTER, Op.CLUSTER_STATUS + 1))
 
 
 #: Ops whose request carries ``length`` bytes of body after the key.
-BODY_OPS = frozenset({Op.PUT, Op.STREAM_PUT, Op.MULTI_PUT, Op.MULTI_GET, Op.LIST, *CONTROL_OPS})
+BODY_OPS = frozenset(
+    {Op.PUT, Op.STREAM_PUT, Op.MULTI_PUT, Op.MULTI_GET, Op.LIST, Op.WAIT, *CONTROL_OPS}
+)
+#: Longest a node waits on one WAIT request (a client waiting longer asks again).
+MAX_WAIT_MS = 20_000
 
 
 class Flag:

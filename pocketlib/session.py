@@ -33,6 +33,7 @@ from .protocol import (
     CONTROL_OPS,
     MAGIC,
     MAX_META_BODY,
+    MAX_WAIT_MS,
     REQUEST_HEADER,
     RESPONSE_HEADER,
     STAT_BODY,
@@ -84,11 +85,11 @@ _NEW_DATA_OPS = frozenset({_PUT, _MULTI_PUT, int(Op.SHM_RESERVE)})
 #: routes; a read that misses is answered StaleTicketError instead of NotFoundError.)
 _FENCED_OPS = frozenset(
     int(op) for op in (Op.PUT, Op.MULTI_PUT, Op.STREAM_PUT, Op.SHM_RESERVE, Op.DELETE,
-                       Op.DELETE_PREFIX, Op.JOB_DELETE, Op.LIST)
+                       Op.DELETE_PREFIX, Op.JOB_DELETE, Op.LIST, Op.WAIT)
 )  # fmt: skip
 _JOB_MAP_VERSION = int(Op.JOB_MAP_VERSION)
 _SHM_GET = int(Op.SHM_GET)
-_META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT, *CONTROL_OPS})
+_META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT, int(Op.WAIT), *CONTROL_OPS})
 _pack_response = RESPONSE_HEADER.pack
 _DELETE_AFTER_READ, _RANGE, _STORED = Flag.DELETE_AFTER_READ, Flag.RANGE, Flag.STORED
 _REPLACED = Flag.REPLACED
@@ -321,6 +322,7 @@ class Session:
             except PocketError as exc:
                 self.reply_error(h.request_id, exc)
                 return
+            self.node.waits.stored(job, key)
         else:
             res = self.tier.reserve(h.length)
             self._receive_into(res)
@@ -433,6 +435,7 @@ class Session:
             raise
         meta = self.tier.commit(res, job, key, checksum=checksum, flags=flags, ttl=ttl)
         self._check_epoch(job, key, epoch)
+        self.node.waits.stored(job, key)
         return meta
 
     def _epoch(self, job: str, key: str) -> int:
@@ -540,12 +543,28 @@ class Session:
             size = self.node.delete_job(job)
         elif op == _JOB_MAP_VERSION:
             self.node.learn_map_version(job, h.arg)
+        elif op == Op.WAIT:
+            missing = self._wait(h, job, body)
+            out, size = encode_keys(missing), len(missing)
         elif op == Op.STATS:
             out = encode_json(self.node.stats())
         elif op in CONTROL_OPS:  # (off the path of data operations: they never get here)
             raise RequestError(f"{OP_NAMES[op]} goes to the controller, not a storage node")
         head = encode_response(h.request_id, flags=flags, length=len(out), size=size)
         conn.sendall(head + out)
+
+    def _wait(self, h: RequestHeader, job: str, body: bytes) -> list[bytes]:
+        """WAIT: block until the keys of ``body`` are stored (or the timeout, or a new map);
+        the keys still missing."""
+        keys = [k.decode("utf-8", "replace") for k in decode_keys(body)]
+        tier = self.tier
+        missing = self.node.waits.wait(
+            job, keys, lambda k: tier.exists(job, k), min(h.arg, MAX_WAIT_MS) / 1000,
+            lambda: self.stale(h, job),
+        )  # fmt: skip
+        if missing and self.stale(h, job):  # a newer map may send them elsewhere
+            raise _stale_error(h, job, self.node.map_versions[job], "a wait")
+        return [k.encode() for k in missing]
 
     # -- weight-map versions ------------------------------------------------------------------
     def stale(self, h: RequestHeader, job: str) -> bool:
