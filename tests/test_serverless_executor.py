@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import subprocess
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -123,3 +126,67 @@ def test_lambdas_travel_by_value_and_a_job_is_required_to_use_one(job: pocketlib
         assert fexec.get_result(fexec.map(lambda x: x + offset, [1, 2])) == [11, 12]
     with pls.FunctionExecutor(workers=1) as bare, pytest.raises(ConfigError, match="job"):
         bare.map(square_into, [1])
+
+
+# -- the shuffle -----------------------------------------------------------------------------------
+
+
+def words_of(text: str) -> list[tuple[str, int]]:
+    return [(w, 1) for w in text.split()]
+
+
+def count_words(records: list[tuple[str, int]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for word, n in records:
+        counts[word] = counts.get(word, 0) + n
+    return counts
+
+
+def test_map_shuffle_reduce_counts_words(fexec: pls.FunctionExecutor, job: pocketlib.Job) -> None:
+    texts = ["a b c a", "b c d", "a a e", "f"] * 3
+    futures = fexec.map_shuffle_reduce(words_of, texts, count_words, reducers=3, timeout=60)
+    parts = fexec.get_result(futures)
+    assert len(parts) == 3
+    merged: dict[str, int] = {}
+    for part in parts:
+        assert not set(part) & set(merged)  # each word reduced in exactly one partition
+        merged.update(part)
+        assert all(pls.partition_of(w, 3) == parts.index(part) for w in part)
+    expected: dict[str, int] = {}
+    for text in texts:
+        for w in text.split():
+            expected[w] = expected.get(w, 0) + 1
+    assert merged == expected
+    assert [k for k in job.list("shuffle/")] == []  # every part freed as it was read
+
+
+def test_a_reader_waits_for_every_mapper_and_duplicates_change_nothing(
+    job: pocketlib.Job,
+) -> None:
+    result: list[list[bytes]] = []
+    reader = pls.ShuffleReader(job, "s1", reducer=1, mappers=3)
+    t = threading.Thread(target=lambda: result.append(reader.read(timeout=30)))
+    t.start()  # before any mapper
+    for m in (0, 2, 1, 2):  # mapper 2 delivered twice
+        with pls.ShuffleWriter(job, "s1", mapper=m, reducers=2) as w:
+            w.write(1, f"m{m}".encode())
+    t.join(timeout=60)
+    assert result == [[b"m0", b"m1", b"m2"]]
+
+    def dying_mapper() -> None:
+        with pls.ShuffleWriter(job, "s2", mapper=0, reducers=2) as w:
+            w.write(0, b"half")
+            raise RuntimeError("the mapper died")
+
+    with pytest.raises(RuntimeError):
+        dying_mapper()
+    assert list(job.list("s2/")) == []  # nothing published
+
+
+def test_partitions_are_the_same_in_every_process() -> None:
+    keys = ["a", b"b", 3, ("t", 1)]
+    code = ("import pocketlib.serverless as pls\n"
+            "print([pls.partition_of(k, 7) for k in ['a', b'b', 3, ('t', 1)]])\n")  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run.stdout
+    assert out.strip() == str([pls.partition_of(k, 7) for k in keys])

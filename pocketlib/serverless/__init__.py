@@ -15,6 +15,7 @@ from .context import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT, in_lambda, payload
 from .decorator import handler, is_cold_start
 from .executor import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, FunctionExecutor
 from .refs import REF_KEY, is_ref, offload, resolve
+from .shuffle import ShuffleReader, ShuffleWriter, partition_of
 
 __all__ = [
     "ALL_COMPLETED",
@@ -24,11 +25,14 @@ __all__ = [
     "FunctionExecutor",
     "REF_KEY",
     "SYNC_PAYLOAD_LIMIT",
+    "ShuffleReader",
+    "ShuffleWriter",
     "handler",
     "in_lambda",
     "is_cold_start",
     "is_ref",
     "offload",
+    "partition_of",
     "payload_limit",
     "resolve",
 ]

@@ -95,6 +95,42 @@ class FunctionExecutor:
         results = self.get_result(mapped)
         return self.call_async(reduce_func, (results,))
 
+    def map_shuffle_reduce(
+        self,
+        map_func: Callable[..., Iterable[tuple[Any, Any]]],
+        iterdata: Iterable[Any],
+        reduce_func: Callable[..., Any],
+        *,
+        reducers: int,
+        timeout: float | None = None,
+    ) -> list[cf.Future[Any]]:
+        """MapReduce with a shuffle through the job: each ``map_func`` call returns ``(key,
+        value)`` records, partitioned over ``reducers`` by a stable hash of the key
+        (:func:`~pocketlib.serverless.shuffle.partition_of`); reducer r gets the records of
+        its partition from every mapper, in mapper order, as ``reduce_func(records)``. The
+        reducers' futures, in order. Reducers wait on the nodes for their parts (``timeout``
+        seconds at most), so they may start before the mappers end."""
+        if self.job is None:
+            raise ConfigError("a shuffle goes through a job: give the executor one (job=...)")
+        if reducers < 1:
+            raise ConfigError(f"reducers must be at least 1, not {reducers}")
+        items = list(iterdata)
+        ticket = self.job.ticket.to_json()
+        shuffle = f"shuffle/{secrets.token_hex(6)}"
+        mapper = (secrets.token_bytes(8), _dumps(map_func), "job" in _parameters(map_func))
+        for m, item in enumerate(items):
+            args, kwargs = _arguments(item)
+            payload = self._by_reference({"args": list(args), "kwargs": kwargs})
+            task = (mapper, payload, ticket, shuffle, m, reducers)
+            self.futures.append(self._pool.submit(_map_task, *task))
+        reducer = (secrets.token_bytes(8), _dumps(reduce_func), "job" in _parameters(reduce_func))
+        futures = []
+        for r in range(reducers):
+            work = (reducer, ticket, shuffle, r, len(items), timeout, self.threshold)
+            futures.append(self._resolving(self._pool.submit(_reduce_task, *work)))
+        self.futures += futures
+        return futures
+
     # -- waiting ------------------------------------------------------------------------------
     def wait(
         self,
@@ -190,22 +226,59 @@ _worker_jobs: dict[str, Job] = {}
 _worker_funcs: dict[bytes, Callable[..., Any]] = {}
 
 
-def _run(blob: tuple[bytes, bytes], payload: dict[str, Any], ticket: str | None,
-         wants_job: bool, threshold: int) -> Any:  # fmt: skip
-    """One call, in a worker process: the function unpickled and the job attached once per
-    worker."""
+def _function(blob: tuple[bytes, bytes] | tuple[bytes, bytes, bool]) -> Callable[..., Any]:
+    """The function of ``blob`` (an id and its pickle), unpickled once per worker."""
     func = _worker_funcs.get(blob[0])
     if func is None:
         if len(_worker_funcs) >= 64:
             _worker_funcs.clear()
         func = _worker_funcs[blob[0]] = pickle.loads(blob[1])  # (pickled by our driver)
+    return func
+
+
+def _attach(ticket: str) -> Job:
+    """The job of ``ticket``, attached once per worker."""
+    job = _worker_jobs.get(ticket)
+    if job is None:
+        from ..client import attach
+
+        job = _worker_jobs[ticket] = attach(ticket)
+    return job
+
+
+def _map_task(blob: tuple[bytes, bytes, bool], payload: dict[str, Any], ticket: str,
+              shuffle: str, mapper: int, reducers: int) -> int:  # fmt: skip
+    """A mapper: its records partitioned and published, one object per reducer."""
+    from .shuffle import ShuffleWriter
+
+    job = _attach(ticket)
+    payload = resolve(payload, job)
+    kwargs = dict(payload["kwargs"], **({"job": job} if blob[2] else {}))
+    records = _function(blob)(*payload["args"], **kwargs)
+    with ShuffleWriter(job, shuffle, mapper, reducers) as out:
+        out.write_records(records)
+    return mapper
+
+
+def _reduce_task(blob: tuple[bytes, bytes, bool], ticket: str, shuffle: str, reducer: int,
+                 mappers: int, timeout: float | None, threshold: int) -> Any:  # fmt: skip
+    """A reducer: its partition from every mapper (waited for on the nodes), reduced."""
+    from .shuffle import ShuffleReader
+
+    job = _attach(ticket)
+    records = ShuffleReader(job, shuffle, reducer, mappers).read_records(timeout=timeout)
+    result = _function(blob)(records, **({"job": job} if blob[2] else {}))
+    return offload(result, job, threshold=threshold, pickled=True)
+
+
+def _run(blob: tuple[bytes, bytes], payload: dict[str, Any], ticket: str | None,
+         wants_job: bool, threshold: int) -> Any:  # fmt: skip
+    """One call, in a worker process: the function unpickled and the job attached once per
+    worker."""
+    func = _function(blob)
     job = None
     if ticket is not None:
-        job = _worker_jobs.get(ticket)
-        if job is None:
-            from ..client import attach
-
-            job = _worker_jobs[ticket] = attach(ticket)
+        job = _attach(ticket)
         payload = resolve(payload, job)
     kwargs = dict(payload["kwargs"])
     if wants_job:

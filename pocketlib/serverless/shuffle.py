@@ -1,0 +1,116 @@
+"""A shuffle through a job: mappers write one object per reducer, reducers wait for theirs.
+
+A :class:`ShuffleWriter` collects a mapper's output per reducer and publishes it when closed:
+one object per (mapper, reducer), every reducer's included (empty if the mapper had nothing for
+it), each stored atomically, so a reducer that finds all M objects of its partition has every
+mapper's whole output; a mapper that dies before closing publishes nothing of what it had not
+closed, and one delivered twice rewrites the same objects. A :class:`ShuffleReader` waits on
+the nodes until its partition's M objects exist (no polling), reads them in mapper order, and
+frees them as it reads.
+
+Records are partitioned by :func:`partition_of`, a stable hash (XXH3-64 of the key's bytes, of
+its UTF-8 for a str, else of its pickle) modulo the number of reducers, the same in every
+process and on every host.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from ..protocol import checksum
+
+if TYPE_CHECKING:
+    from ..job import Job
+
+__all__ = ["ShuffleReader", "ShuffleWriter", "part_key", "partition_of"]
+
+
+def part_key(shuffle: str, reducer: int, mapper: int) -> str:
+    """The key of mapper ``mapper``'s output for reducer ``reducer``."""
+    return f"{shuffle}/r{reducer}/m{mapper}"
+
+
+def partition_of(key: Any, reducers: int) -> int:
+    """The reducer of a record's key: a stable hash, the same in every process."""
+    if isinstance(key, bytes | bytearray | memoryview):
+        raw = bytes(key)
+    elif isinstance(key, str):
+        raw = key.encode()
+    else:
+        raw = pickle.dumps(key, protocol=4)
+    return checksum(raw) % reducers
+
+
+class ShuffleWriter:
+    """One mapper's output for ``reducers`` reducers, published by :meth:`close`."""
+
+    def __init__(
+        self, job: Job, shuffle: str, mapper: int, reducers: int, *, ttl: float | None = None
+    ) -> None:
+        if reducers < 1 or mapper < 0:
+            raise ConfigError(
+                f"a shuffle needs reducers >= 1 and mapper >= 0 ({reducers}, {mapper})"
+            )
+        self.job, self.shuffle, self.mapper, self.reducers = job, shuffle, mapper, reducers
+        self.ttl = ttl
+        self._parts: list[list[bytes]] = [[] for _ in range(reducers)]
+        self._closed = False
+
+    def write(self, reducer: int, data: bytes) -> None:
+        """Append ``data`` to this mapper's output for ``reducer``."""
+        if self._closed:
+            raise ConfigError("write to a closed shuffle writer")
+        self._parts[reducer].append(bytes(data))
+
+    def write_records(self, records: Iterable[tuple[Any, Any]]) -> None:
+        """Partition ``(key, value)`` records by :func:`partition_of` and pickle each part."""
+        parts: list[list[tuple[Any, Any]]] = [[] for _ in range(self.reducers)]
+        for record in records:
+            parts[partition_of(record[0], self.reducers)].append(record)
+        for reducer, part in enumerate(parts):
+            if part:
+                self.write(reducer, pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def close(self) -> None:
+        """Publish: one object per reducer, stored atomically each (batched per node)."""
+        if self._closed:
+            return
+        items = {part_key(self.shuffle, r, self.mapper): b"".join(p)
+                 for r, p in enumerate(self._parts)}  # fmt: skip
+        self.job.put_many(items, ttl=self.ttl)
+        self._closed = True
+        self._parts = []
+
+    def __enter__(self) -> ShuffleWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:  # a mapper that failed publishes nothing
+            self.close()
+
+
+class ShuffleReader:
+    """Reducer ``reducer``'s partition of a shuffle with ``mappers`` mappers."""
+
+    def __init__(self, job: Job, shuffle: str, reducer: int, mappers: int) -> None:
+        self.job, self.shuffle, self.reducer, self.mappers = job, shuffle, reducer, mappers
+        self.keys = [part_key(shuffle, reducer, m) for m in range(mappers)]
+
+    def read(self, *, timeout: float | None = None, free: bool = True) -> list[bytes]:
+        """Every mapper's output for this reducer, in mapper order, once all are published
+        (the nodes answer when they are; PocketTimeoutError after ``timeout``); ``free``
+        deletes them as they are read."""
+        self.job.wait_for(self.keys, timeout=timeout)
+        got = self.job.get_many(self.keys, delete_after_read=free)
+        return [got[k] for k in self.keys]
+
+    def read_records(self, *, timeout: float | None = None, free: bool = True) -> list[Any]:
+        """The ``(key, value)`` records :meth:`ShuffleWriter.write_records` sent here."""
+        records: list[Any] = []
+        for data in self.read(timeout=timeout, free=free):
+            if data:
+                records += pickle.loads(data)  # (written by this job's own mappers)
+        return records
