@@ -15,6 +15,7 @@ from .context import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT, in_lambda, payload
 from .decorator import handler, is_cold_start
 from .executor import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, FunctionExecutor
 from .refs import REF_KEY, is_ref, offload, resolve
+from .runtime import Invocation, LambdaError, LocalLambda
 from .shuffle import ShuffleReader, ShuffleWriter, partition_of
 
 __all__ = [
@@ -23,6 +24,9 @@ __all__ = [
     "ANY_COMPLETED",
     "ASYNC_PAYLOAD_LIMIT",
     "FunctionExecutor",
+    "Invocation",
+    "LambdaError",
+    "LocalLambda",
     "REF_KEY",
     "SYNC_PAYLOAD_LIMIT",
     "ShuffleReader",

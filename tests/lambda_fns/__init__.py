@@ -1,0 +1,1 @@
+"""Handlers that tests run in LocalLambda environments (importable by those processes)."""
