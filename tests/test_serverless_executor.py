@@ -190,3 +190,41 @@ def test_partitions_are_the_same_in_every_process() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     out = run.stdout
     assert out.strip() == str([pls.partition_of(k, 7) for k in keys])
+
+
+# -- Lambda backends ---------------------------------------------------------------------------
+
+LAMBDA_ENV = {"env": {"PYTHONPATH": os.pathsep.join([os.path.dirname(__file__),
+                                                     os.environ.get("PYTHONPATH", "")])},
+              "memory_mb": 512, "timeout_s": 60}  # fmt: skip
+
+
+def test_the_lambda_backend_runs_calls_in_local_lambda_environments(job: pocketlib.Job) -> None:
+    with pls.FunctionExecutor("lambda", job=job, workers=3, lambda_args=LAMBDA_ENV) as fexec:
+        pids = fexec.get_result(fexec.map(square_into, range(6)))
+        assert os.getpid() not in pids
+        assert len(set(pids)) <= 3  # warm environments reused
+        assert job.get("sq/5") == b"25"
+        blob = os.urandom(5 * MiB)  # over what an invoke may carry: by reference both ways
+        assert fexec.call_async(echo_size, (blob,)).result() == bytes(reversed(blob))
+        with pytest.raises(KeyError, match="part 3 is missing") as caught:
+            fexec.call_async(fails, 3).result()
+        assert "in fails" in str(caught.value.__cause__)
+        texts = ["x y", "y z z"]
+        parts = fexec.get_result(fexec.map_shuffle_reduce(words_of, texts, count_words,
+                                                          reducers=2, timeout=60))  # fmt: skip
+        assert {w: n for p in parts for w, n in p.items()} == {"x": 1, "y": 2, "z": 2}
+
+
+def test_the_aws_backend_invokes_through_boto3(job: pocketlib.Job) -> None:
+    pytest.importorskip("boto3")
+    from pocketlib.serverless.lambda_backend import HANDLER
+
+    with pls.LocalLambda(HANDLER, name="pocket-exec", **LAMBDA_ENV) as deployed:
+        client_args = {"endpoint_url": deployed.serve(), "region_name": "us-east-1",
+                       "aws_access_key_id": "local", "aws_secret_access_key": "local"}  # fmt: skip
+        with pls.FunctionExecutor("aws", job=job, workers=2, function_name="pocket-exec",
+                                  lambda_args=client_args) as fexec:  # fmt: skip
+            assert len(fexec.get_result(fexec.map(square_into, [7, 8]))) == 2
+        assert deployed.invocations == 2
+    assert job.get("sq/8") == b"64"

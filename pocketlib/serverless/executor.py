@@ -19,11 +19,13 @@ import inspect
 import os
 import pickle
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from .lambda_backend import LambdaBackend
 from .refs import offload, resolve
+from .runtime import LocalLambda
 
 if TYPE_CHECKING:
     from ..job import Job
@@ -40,26 +42,51 @@ DEFAULT_THRESHOLD = 1 << 20
 class FunctionExecutor:
     """Run functions with a job's data at hand; PyWren/Lithops method names.
 
-    ``backend="processes"`` runs them in a pool of ``workers`` local processes (default: the
-    CPU count). ``job`` (optional) is what functions get as their ``job`` parameter and where
-    large arguments and results go; ``threshold`` is that size (bytes of the payload form).
+    Backends: ``"processes"``, a pool of ``workers`` local processes (default: the CPU count);
+    a :class:`~pocketlib.serverless.runtime.LocalLambda` whose handler is
+    :data:`~pocketlib.serverless.lambda_backend.HANDLER`, invoked ``workers`` at a time (or
+    ``"lambda"``: one made here, ``lambda_args`` passed to it); ``"aws"``, AWS Lambda through
+    boto3: ``function_name`` and ``lambda_args`` for the client (region_name, endpoint_url).
+    ``job`` (optional) is what functions get as their ``job`` parameter and where large
+    arguments and results go; ``threshold`` is that size (bytes of the pickle).
     """
 
     def __init__(
         self,
-        backend: str = "processes",
+        backend: str | LocalLambda = "processes",
         *,
         job: Job | None = None,
         workers: int | None = None,
         threshold: int = DEFAULT_THRESHOLD,
+        function_name: str | None = None,
+        lambda_args: Mapping[str, Any] | None = None,
     ) -> None:
-        if backend != "processes":
-            raise ConfigError(f"unknown backend {backend!r} (this version has 'processes')")
         self.job = job
         self.threshold = threshold
         self._ticket = job.ticket.to_json() if job is not None else None
-        self._pool = cf.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
         self.futures: list[cf.Future[Any]] = []
+        self._owned: LocalLambda | None = None
+        self._pool: cf.Executor | LambdaBackend
+        if backend == "processes":
+            self._pool = cf.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+            return
+        from . import lambda_backend as lb
+
+        # What an invoke carries inline must fit its payload: the rest goes by reference.
+        self.threshold = min(threshold, lb.MAX_INLINE // 2)
+        concurrency = workers or 16
+        if backend == "lambda":
+            backend = self._owned = LocalLambda(lb.HANDLER, **dict(lambda_args or {}))
+        if isinstance(backend, LocalLambda):
+            self._pool = lb.LambdaBackend(lb.local_invoker(backend), concurrency)
+        elif backend == "aws":
+            if not function_name:
+                raise ConfigError("backend 'aws' needs the function_name of a deployed handler")
+            invoker = lb.aws_invoker(function_name, **dict(lambda_args or {}))
+            self._pool = lb.LambdaBackend(invoker, concurrency)
+        else:
+            raise ConfigError(f"unknown backend {backend!r}: 'processes', 'lambda', 'aws' or a "
+                              "LocalLambda")  # fmt: skip
 
     # -- submitting ---------------------------------------------------------------------------
     def call_async(self, func: Callable[..., Any], data: Any = ()) -> cf.Future[Any]:
@@ -179,7 +206,12 @@ class FunctionExecutor:
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the workers (``wait``: after the calls under way)."""
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        if isinstance(self._pool, cf.Executor):
+            self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        else:
+            self._pool.shutdown(wait=wait)
+        if self._owned is not None:
+            self._owned.close()
 
     def __enter__(self) -> FunctionExecutor:
         return self
