@@ -221,8 +221,10 @@ class FunctionExecutor:
 
     # -- payloads -----------------------------------------------------------------------------
     def _by_reference(self, payload: dict[str, Any]) -> dict[str, Any]:
-        if self.job is None:
-            return payload
+        if self.job is None or not any(
+            type(v) not in _SMALL for v in (*payload["args"], *payload["kwargs"].values())
+        ):
+            return payload  # (nothing that could be large: no marker to make)
         args = [offload(a, self.job, threshold=self.threshold, pickled=True)
                 for a in payload["args"]]  # fmt: skip
         kwargs = {k: offload(v, self.job, threshold=self.threshold, pickled=True)
@@ -249,6 +251,9 @@ class FunctionExecutor:
         future.add_done_callback(done)
         return out
 
+
+#: Argument types too small ever to go by reference.
+_SMALL = frozenset({int, float, bool, type(None)})
 
 # -- in the worker -------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ REF_KEY = "__pocket_ref__"
 #: Room left for the rest of a payload when the threshold is the invocation's limit.
 _HEADROOM = 64 * 1024
 _CODECS = ("bytes", "json", "pickle")
+_SCALARS = frozenset({bool, int, float})
 
 
 def offload(
@@ -51,6 +52,10 @@ def offload(
     value may stay inline.
     """
     limit = payload_limit(invocation) - _HEADROOM if threshold is None else threshold
+    if value is None or type(value) in _SCALARS or (
+        type(value) is str and len(value) * 4 <= limit  # (UTF-8: 4 bytes a character at most)
+    ):
+        return value  # small for sure: not even encoded
     codec, data = _encode(value)
     base64 = codec == "bytes" and not pickled
     inline = -(-len(data) // 3) * 4 if base64 else len(data)
