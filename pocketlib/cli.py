@@ -282,6 +282,14 @@ def _bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _lithops(args: argparse.Namespace) -> int:
+    from .serverless.lithops_storage import install_backend
+
+    where = install_backend()
+    print(f"the pocket storage backend is installed in {where}: storage='pocket'")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pocket``."""
     parser = argparse.ArgumentParser(prog="pocket", description=__doc__)
@@ -420,6 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_bench_options(bench)
     bench.set_defaults(func=_bench)
+
+    lithops = sub.add_parser("lithops", help="pocketlib for Lithops")
+    actions = lithops.add_subparsers(dest="action", required=True)
+    install = actions.add_parser(
+        "install", help="install the 'pocket' storage backend into the installed lithops"
+    )
+    install.set_defaults(func=_lithops)
     return parser
 
 

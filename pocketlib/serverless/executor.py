@@ -352,7 +352,7 @@ def _dumps(func: Callable[..., Any]) -> bytes:
         return pickle.dumps(func)
     except (pickle.PicklingError, AttributeError, TypeError):
         try:
-            import cloudpickle  # type: ignore[import-untyped]
+            import cloudpickle
         except ImportError:
             raise ConfigError(
                 f"{_name(func)} cannot be pickled; define it at module level or install cloudpickle"

@@ -52,8 +52,12 @@ def offload(
     value may stay inline.
     """
     limit = payload_limit(invocation) - _HEADROOM if threshold is None else threshold
-    if value is None or type(value) in _SCALARS or (
-        type(value) is str and len(value) * 4 <= limit  # (UTF-8: 4 bytes a character at most)
+    if (
+        value is None
+        or type(value) in _SCALARS
+        or (
+            type(value) is str and len(value) * 4 <= limit  # (UTF-8: 4 bytes a character at most)
+        )
     ):
         return value  # small for sure: not even encoded
     codec, data = _encode(value)
