@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -148,3 +149,12 @@ def test_a_handler_must_be_importable() -> None:
 
     with pytest.raises(pocketlib.ConfigError, match="module level"):
         LocalLambda(local)
+
+
+def test_an_idle_environment_is_frozen_between_invocations() -> None:
+    with fn("ticker") as f:
+        f.invoke({"run": 0.2})
+        before = f.invoke({}).json()
+        time.sleep(0.5)  # frozen: its thread does not run
+        after = f.invoke({}).json()
+    assert after - before < 10  # (it ran for 0.5 s at 100 ticks a second if not frozen)

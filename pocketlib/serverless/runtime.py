@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,16 @@ class _Environment:
         except (OSError, IndexError, ValueError):
             return 0
 
+    def freeze(self) -> None:
+        """Stop the process between invocations, as Lambda freezes an idle environment: its
+        threads and timers stop, and its sockets are left unread."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -96,6 +107,7 @@ class _Environment:
             with contextlib.suppress(OSError):
                 f.close()
         if self.proc.poll() is None:
+            self.thaw()  # (a stopped process takes no SIGTERM)
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=5)
@@ -117,6 +129,7 @@ class LocalLambda:
         memory_mb: int = 1024,
         timeout_s: float = 30.0,
         env: Mapping[str, str] | None = None,
+        freeze: bool = True,
     ) -> None:
         if callable(handler):
             module = getattr(handler, "__module__", None)
@@ -140,6 +153,8 @@ class LocalLambda:
             "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand", "_HANDLER": handler,
             "POCKET_SHARED_MEMORY": "0",
         }  # fmt: skip
+        #: Whether idle environments are frozen (SIGSTOP) until their next invocation.
+        self.freeze = freeze
         self._idle: list[_Environment] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -241,6 +256,7 @@ class LocalLambda:
             while self._idle:
                 env = self._idle.pop()
                 if env.proc.poll() is None:
+                    env.thaw()
                     return env, False
                 env.close()
         env = _Environment(self.handler, self._env)
@@ -252,6 +268,8 @@ class LocalLambda:
     def _give_back(self, env: _Environment) -> None:
         with self._lock:
             if not self._closed:
+                if self.freeze:
+                    env.freeze()
                 self._idle.append(env)
                 return
         env.close()

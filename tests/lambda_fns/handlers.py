@@ -67,3 +67,22 @@ def pocket(event: Any, context: Any, job: pocketlib.Job) -> Any:
     """A decorated handler: a result of event['mb'] MB comes back by reference."""
     job.put("from-lambda", str(event["n"]).encode())
     return os.urandom(event["mb"] << 20) if event.get("mb") else pls.is_cold_start()
+
+
+_ticks: list[float] = []
+
+
+def ticker(event: Any, context: Any) -> int:
+    """A background thread counts while the environment runs; frozen, it counts nothing."""
+    import threading
+
+    if not _ticks:
+
+        def tick() -> None:
+            while True:
+                _ticks.append(time.monotonic())
+                time.sleep(0.01)
+
+        threading.Thread(target=tick, daemon=True).start()
+    time.sleep(event.get("run", 0))
+    return len(_ticks)
