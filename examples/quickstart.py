@@ -1,6 +1,6 @@
 """Start a storage node, store and read objects, and stop the node.
 
-    python examples/quickstart.py
+python examples/quickstart.py
 """
 
 from __future__ import annotations

@@ -25,3 +25,18 @@ def test_quickstart() -> None:
     out = run("quickstart.py")
     assert "hello, ephemeral world" in out
     assert "100 parts read back" in out
+
+
+def test_distributed_compile() -> None:
+    out = run("distributed_compile.py")
+    assert "compiled 25 files in parallel functions" in out
+    assert ": correct; objects left in the job: 0" in out
+
+
+def test_distributed_compile_in_local_lambdas() -> None:
+    done = subprocess.run([sys.executable, str(EXAMPLES / "distributed_compile.py"),
+                           "--backend", "lambda", "--files", "6"], capture_output=True,
+                          text=True, timeout=120, check=True)  # fmt: skip
+    assert "compiled 7 files in parallel functions and linked them" in done.stdout
+    assert "(lambda)" in done.stdout
+    assert ": correct;" in done.stdout

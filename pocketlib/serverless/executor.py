@@ -347,15 +347,20 @@ def _name(func: Callable[..., Any]) -> str:
 
 def _dumps(func: Callable[..., Any]) -> bytes:
     """The function pickled: by reference if it is importable, by value (cloudpickle, when
-    installed) if it is a lambda or a closure."""
-    try:
-        return pickle.dumps(func)
-    except (pickle.PicklingError, AttributeError, TypeError):
+    installed) if it is a lambda, a closure, or defined in the driver's ``__main__`` (which
+    another process, a Lambda environment above all, cannot import)."""
+    if getattr(func, "__module__", None) != "__main__":
         try:
-            import cloudpickle
-        except ImportError:
-            raise ConfigError(
-                f"{_name(func)} cannot be pickled; define it at module level or install cloudpickle"
-            ) from None
-        data: bytes = cloudpickle.dumps(func)
-        return data
+            return pickle.dumps(func)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            pass
+    try:
+        import cloudpickle
+    except ImportError:
+        if getattr(func, "__module__", None) == "__main__":
+            return pickle.dumps(func)  # (forked workers share the driver's __main__)
+        raise ConfigError(
+            f"{_name(func)} cannot be pickled; define it at module level or install cloudpickle"
+        ) from None
+    data: bytes = cloudpickle.dumps(func)
+    return data
