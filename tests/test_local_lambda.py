@@ -158,3 +158,34 @@ def test_an_idle_environment_is_frozen_between_invocations() -> None:
         time.sleep(0.5)  # frozen: its thread does not run
         after = f.invoke({}).json()
     assert after - before < 10  # (it ran for 0.5 s at 100 ticks a second if not frozen)
+
+
+# -- the same handlers under AWS's own runtime interface client --------------------------------
+
+
+def test_aws_s_runtime_client_runs_the_same_handlers(cluster: LocalCluster) -> None:
+    pytest.importorskip("awslambdaric")
+    with fn("describe", runtime="awslambdaric", memory_mb=256) as f:
+        one, two = f.invoke({"a": 1}).json(), f.invoke({"a": 2}).json()
+    assert one["event"] == {"a": 1}
+    assert (one["calls"], two["calls"]) == (1, 2)
+    assert one["types"] == dict.fromkeys(one["types"], "str")
+    assert one["memory"] == "256"
+    with fn("fail", runtime="awslambdaric") as f:
+        out = f.invoke({"n": 9})
+    assert out.function_error == "Unhandled"
+    assert (out.json()["errorType"], out.json()["errorMessage"]) == ("ValueError", "bad input 9")
+    with fn("queue", runtime="awslambdaric") as f:
+        assert f.invoke({}).json() == "OSError: [Errno 38] Function not implemented"
+    with fn("sleep", runtime="awslambdaric", timeout_s=1) as f:
+        assert f.invoke({"seconds": 30}).json()["errorType"] == "Sandbox.Timedout"
+    with LocalLambda("lambda_fns.nowhere.handler", env=ENV, runtime="awslambdaric") as f:
+        assert f.invoke({}).json()["errorType"] == "Runtime.ImportModuleError"
+    with cluster.client() as client:
+        job = client.register_job("ric", JobHints(capacity="64MiB"))
+        with fn("pocket", runtime="awslambdaric", timeout_s=60) as f:
+            assert f.invoke({"ticket": job.ticket.to_json(), "n": 3}).json() is True
+            ref = f.invoke({"ticket": job.ticket.to_json(), "n": 4, "mb": 20}).json()
+            assert len(pls.resolve(ref, job)) == 20 << 20
+        assert job.get("from-lambda") == b"4"
+        job.deregister()

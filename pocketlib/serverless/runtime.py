@@ -25,10 +25,13 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, PocketError
 from .context import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT
+
+if TYPE_CHECKING:
+    from .runtime_api import RuntimeApi
 
 __all__ = ["Invocation", "LambdaError", "LocalLambda"]
 
@@ -60,13 +63,36 @@ class Invocation:
         return json.loads(self.payload)
 
 
-class _Environment:
-    """One environment process and its pipes."""
+#: How an environment runs AWS's runtime interface client: without /dev/shm semaphores, as
+#: pocketlib's own environment process, then ``python -m awslambdaric HANDLER``.
+_RIC_BOOT = (
+    "import runpy, sys; from pocketlib.serverless.lambda_env import _without_dev_shm; "
+    "_without_dev_shm(); sys.argv = ['awslambdaric', sys.argv[1]]; "
+    "runpy.run_module('awslambdaric', run_name='__main__', alter_sys=True)"
+)
 
-    def __init__(self, spec: str, env: Mapping[str, str]) -> None:
+
+class _Environment:
+    """One environment process, and its channel: two pipes to pocketlib's environment process,
+    or the Runtime API that AWS's runtime interface client polls (``ric``)."""
+
+    def __init__(self, spec: str, env: Mapping[str, str], ric: bool = False) -> None:
         self.tmp = tempfile.mkdtemp(prefix="lambda-tmp-")
-        to_child, self._w = os.pipe()
-        self._r, from_child = os.pipe()
+        self.api: RuntimeApi | None = None
+        self.inbox: Any = None
+        self.outbox: Any = None
+        if ric:
+            from .runtime_api import RuntimeApi
+
+            self.api = RuntimeApi()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _RIC_BOOT, spec],
+                env={**env, "TMPDIR": self.tmp, "AWS_LAMBDA_RUNTIME_API": self.api.address},
+            )  # fmt: skip
+            self.init: dict[str, Any] | None = {"ready": True}  # (its errors come as answers)
+            return
+        to_child, w = os.pipe()
+        r, from_child = os.pipe()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pocketlib.serverless.lambda_env", spec, str(to_child),
              str(from_child)],
@@ -74,9 +100,27 @@ class _Environment:
         )  # fmt: skip
         os.close(to_child)
         os.close(from_child)
-        self.inbox = os.fdopen(self._r, "r", encoding="utf-8")
-        self.outbox = os.fdopen(self._w, "w", encoding="utf-8")
-        self.init: dict[str, Any] | None = None
+        self.inbox = os.fdopen(r, "r", encoding="utf-8")
+        self.outbox = os.fdopen(w, "w", encoding="utf-8")
+        self.init = self.read_answer()
+
+    def send(self, request: dict[str, Any]) -> None:
+        """Hand the environment one invocation."""
+        if self.api is not None:
+            self.api.send(request)
+            return
+        self.outbox.write(json.dumps(request) + "\n")
+        self.outbox.flush()
+
+    def read_answer(self) -> dict[str, Any] | None:
+        """The environment's next answer; None if it is gone."""
+        if self.api is not None:
+            return self.api.read_answer()
+        try:
+            line = self.inbox.readline()
+        except (OSError, ValueError):
+            return None
+        return json.loads(line) if line else None
 
     def peak_rss(self) -> int:
         """Resident bytes of the environment now (0 once it is gone)."""
@@ -104,8 +148,11 @@ class _Environment:
 
     def close(self) -> None:
         for f in (self.inbox, self.outbox):
-            with contextlib.suppress(OSError):
-                f.close()
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+        if self.api is not None:
+            self.api.close()
         if self.proc.poll() is None:
             self.thaw()  # (a stopped process takes no SIGTERM)
             self.proc.terminate()
@@ -130,6 +177,7 @@ class LocalLambda:
         timeout_s: float = 30.0,
         env: Mapping[str, str] | None = None,
         freeze: bool = True,
+        runtime: str = "pocketlib",
     ) -> None:
         if callable(handler):
             module = getattr(handler, "__module__", None)
@@ -155,6 +203,11 @@ class LocalLambda:
         }  # fmt: skip
         #: Whether idle environments are frozen (SIGSTOP) until their next invocation.
         self.freeze = freeze
+        if runtime not in ("pocketlib", "awslambdaric"):
+            raise ConfigError(f"runtime is 'pocketlib' or 'awslambdaric', not {runtime!r}")
+        #: What runs the handler: pocketlib's environment process, or AWS's runtime
+        #: interface client (awslambdaric) polling a Runtime API served here.
+        self.runtime = runtime
         self._idle: list[_Environment] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -218,10 +271,9 @@ class LocalLambda:
     def _exchange(self, env: _Environment, request: dict[str, Any], deadline: float
                   ) -> dict[str, Any]:  # fmt: skip
         """Send one invocation and watch it: its answer, or the error of its kill."""
-        env.outbox.write(json.dumps(request) + "\n")
-        env.outbox.flush()
+        env.send(request)
         answer: list[dict[str, Any] | None] = []
-        reader = threading.Thread(target=lambda: answer.append(_read_answer(env)), daemon=True)
+        reader = threading.Thread(target=lambda: answer.append(env.read_answer()), daemon=True)
         reader.start()
         limit = self.memory_mb * 1024 * 1024
         while reader.is_alive():
@@ -230,12 +282,16 @@ class LocalLambda:
                 break
             if env.peak_rss() > limit:
                 env.proc.kill()
+                if env.api is not None:
+                    env.api.close()  # (no answer will come)
                 reader.join()
                 return {"killed": True, "error": _aws_error(
                     "Runtime.ExitError", "Runtime exited with error: signal: killed",
                     request["request_id"])}  # fmt: skip
             if time.time() > deadline:
                 env.proc.kill()
+                if env.api is not None:
+                    env.api.close()
                 reader.join()
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
                 return {"killed": True, "error": _aws_error(
@@ -259,8 +315,7 @@ class LocalLambda:
                     env.thaw()
                     return env, False
                 env.close()
-        env = _Environment(self.handler, self._env)
-        env.init = _read_answer(env)
+        env = _Environment(self.handler, self._env, ric=self.runtime == "awslambdaric")
         with self._lock:
             self.cold_starts += 1
         return env, True
@@ -305,14 +360,6 @@ class LocalLambda:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _read_answer(env: _Environment) -> dict[str, Any] | None:
-    try:
-        line = env.inbox.readline()
-    except (OSError, ValueError):
-        return None
-    return json.loads(line) if line else None
 
 
 def _aws_error(error_type: str, message: str, request_id: str) -> dict[str, Any]:
