@@ -228,3 +228,15 @@ def test_the_aws_backend_invokes_through_boto3(job: pocketlib.Job) -> None:
             assert len(fexec.get_result(fexec.map(square_into, [7, 8]))) == 2
         assert deployed.invocations == 2
     assert job.get("sq/8") == b"64"
+
+
+def test_the_lithops_backend_runs_calls_as_lithops_functions(job: pocketlib.Job) -> None:
+    pytest.importorskip("lithops")
+    with pls.FunctionExecutor("lithops", job=job, workers=2) as fexec:
+        pids = fexec.get_result(fexec.map(square_into, [2, 3]))
+        assert os.getpid() not in pids
+        with pytest.raises(KeyError, match="part 5 is missing"):
+            fexec.call_async(fails, 5).result()
+        blob = os.urandom(2 * MiB)  # over Lithops' inline data: by reference
+        assert fexec.call_async(echo_size, (blob,)).result() == bytes(reversed(blob))
+    assert job.get("sq/3") == b"9"

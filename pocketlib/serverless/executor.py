@@ -19,6 +19,8 @@ import inspect
 import os
 import pickle
 import secrets
+import sys
+import sysconfig
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +48,9 @@ class FunctionExecutor:
     a :class:`~pocketlib.serverless.runtime.LocalLambda` whose handler is
     :data:`~pocketlib.serverless.lambda_backend.HANDLER`, invoked ``workers`` at a time (or
     ``"lambda"``: one made here, ``lambda_args`` passed to it); ``"aws"``, AWS Lambda through
-    boto3: ``function_name`` and ``lambda_args`` for the client (region_name, endpoint_url).
+    boto3: ``function_name`` and ``lambda_args`` for the client (region_name, endpoint_url);
+    ``"lithops"``, Lithops (its ``concurrent.futures`` executor; ``lithops_config`` is its
+    config, by default localhost compute and storage with this interpreter).
     ``job`` (optional) is what functions get as their ``job`` parameter and where large
     arguments and results go; ``threshold`` is that size (bytes of the pickle).
     """
@@ -60,6 +64,7 @@ class FunctionExecutor:
         threshold: int = DEFAULT_THRESHOLD,
         function_name: str | None = None,
         lambda_args: Mapping[str, Any] | None = None,
+        lithops_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.job = job
         self.threshold = threshold
@@ -69,6 +74,11 @@ class FunctionExecutor:
         self._pool: cf.Executor | LambdaBackend
         if backend == "processes":
             self._pool = cf.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+            return
+        if backend == "lithops":
+            self._pool = _lithops_pool(workers or os.cpu_count() or 1, lithops_config)
+            # (Lithops caps one call's data at 4 MiB: the rest goes by reference.)
+            self.threshold = min(threshold, 1 << 20)
             return
         from . import lambda_backend as lb
 
@@ -99,7 +109,7 @@ class FunctionExecutor:
         wants_job = "job" in _parameters(func)
         if wants_job and self.job is None:
             raise ConfigError(f"{_name(func)} takes a job: give the executor one (job=...)")
-        blob = (secrets.token_bytes(8), _dumps(func))  # unpickled once per worker
+        blob = (secrets.token_bytes(8), self._dumps(func))  # unpickled once per worker
         futures = []
         for item in iterdata:
             args, kwargs = _arguments(item)
@@ -144,13 +154,17 @@ class FunctionExecutor:
         items = list(iterdata)
         ticket = self.job.ticket.to_json()
         shuffle = f"shuffle/{secrets.token_hex(6)}"
-        mapper = (secrets.token_bytes(8), _dumps(map_func), "job" in _parameters(map_func))
+        mapper = (secrets.token_bytes(8), self._dumps(map_func), "job" in _parameters(map_func))
         for m, item in enumerate(items):
             args, kwargs = _arguments(item)
             payload = self._by_reference({"args": list(args), "kwargs": kwargs})
             task = (mapper, payload, ticket, shuffle, m, reducers)
             self.futures.append(self._pool.submit(_map_task, *task))
-        reducer = (secrets.token_bytes(8), _dumps(reduce_func), "job" in _parameters(reduce_func))
+        reducer = (
+            secrets.token_bytes(8),
+            self._dumps(reduce_func),
+            "job" in _parameters(reduce_func),
+        )
         futures = []
         for r in range(reducers):
             work = (reducer, ticket, shuffle, r, len(items), timeout, self.threshold)
@@ -219,6 +233,12 @@ class FunctionExecutor:
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
+    def _dumps(self, func: Callable[..., Any]) -> bytes:
+        """``func`` pickled for the backend's workers: local processes import what this
+        process imports; other workers get the code of functions from outside installed
+        packages by value (cloudpickle), as they could not import it."""
+        return _dumps(func, by_value=not isinstance(self._pool, cf.ProcessPoolExecutor))
+
     # -- payloads -----------------------------------------------------------------------------
     def _by_reference(self, payload: dict[str, Any]) -> dict[str, Any]:
         if self.job is None or not any(
@@ -250,6 +270,22 @@ class FunctionExecutor:
 
         future.add_done_callback(done)
         return out
+
+
+def _lithops_pool(workers: int, config: Mapping[str, Any] | None) -> cf.Executor:
+    try:
+        from lithops.concurrent.futures import FunctionExecutor as LithopsExecutor
+    except ImportError:
+        raise ConfigError(
+            "backend 'lithops' needs lithops: pip install 'pocketlib[lithops]'"
+        ) from None
+    if config is None:
+        config = {
+            "lithops": {"backend": "localhost", "storage": "localhost", "log_level": "WARNING"},
+            "localhost": {"runtime": sys.executable, "worker_processes": workers},
+        }
+    pool: cf.Executor = LithopsExecutor(max_workers=workers, config=dict(config))
+    return pool
 
 
 #: Argument types too small ever to go by reference.
@@ -345,11 +381,14 @@ def _name(func: Callable[..., Any]) -> str:
     return getattr(func, "__qualname__", repr(func))
 
 
-def _dumps(func: Callable[..., Any]) -> bytes:
+def _dumps(func: Callable[..., Any], *, by_value: bool = False) -> bytes:
     """The function pickled: by reference if it is importable, by value (cloudpickle, when
-    installed) if it is a lambda, a closure, or defined in the driver's ``__main__`` (which
-    another process, a Lambda environment above all, cannot import)."""
-    if getattr(func, "__module__", None) != "__main__":
+    installed) if it is a lambda, a closure, defined in the driver's ``__main__`` (which
+    another process, a Lambda environment above all, cannot import), or, with ``by_value``,
+    defined in a module outside the installed packages."""
+    module = getattr(func, "__module__", None)
+    foreign = module == "__main__" or (by_value and not _installed(module))
+    if not foreign:
         try:
             return pickle.dumps(func)
         except (pickle.PicklingError, AttributeError, TypeError):
@@ -357,10 +396,29 @@ def _dumps(func: Callable[..., Any]) -> bytes:
     try:
         import cloudpickle
     except ImportError:
-        if getattr(func, "__module__", None) == "__main__":
-            return pickle.dumps(func)  # (forked workers share the driver's __main__)
+        if foreign:
+            return pickle.dumps(func)  # (forked workers share the driver's modules)
         raise ConfigError(
             f"{_name(func)} cannot be pickled; define it at module level or install cloudpickle"
         ) from None
-    data: bytes = cloudpickle.dumps(func)
+    owner = sys.modules.get(module or "")
+    if foreign and owner is not None and module != "__main__":
+        cloudpickle.register_pickle_by_value(owner)
+        try:
+            data: bytes = cloudpickle.dumps(func)
+        finally:
+            cloudpickle.unregister_pickle_by_value(owner)
+        return data
+    data = cloudpickle.dumps(func)
     return data
+
+
+def _installed(module: str | None) -> bool:
+    """Whether ``module`` comes from an installed package (or the standard library)."""
+    owner = sys.modules.get(module or "")
+    path = getattr(owner, "__file__", None)
+    if owner is None or path is None:
+        return True  # (built in, or nothing to ship)
+    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")}
+    real = os.path.realpath(path)
+    return any(real.startswith(os.path.realpath(r) + os.sep) for r in roots)
