@@ -189,3 +189,16 @@ def test_aws_s_runtime_client_runs_the_same_handlers(cluster: LocalCluster) -> N
             assert len(pls.resolve(ref, job)) == 20 << 20
         assert job.get("from-lambda") == b"4"
         job.deregister()
+
+
+def test_a_function_killed_mid_write_publishes_nothing(cluster: LocalCluster) -> None:
+    with cluster.client() as client:
+        job = client.register_job("killed", JobHints(capacity="32MiB"))
+        with fn("dies_while_writing", timeout_s=1) as f:
+            out = f.invoke({"ticket": job.ticket.to_json(), "seconds": 30})
+        assert out.json()["errorType"] == "Sandbox.Timedout"
+        assert list(job.list("killed/")) == []
+        reader = pls.ShuffleReader(job, "killed", reducer=0, mappers=1)
+        with pytest.raises(pocketlib.PocketTimeoutError):
+            reader.read(timeout=0.2)
+        job.deregister()

@@ -240,3 +240,26 @@ def test_the_lithops_backend_runs_calls_as_lithops_functions(job: pocketlib.Job)
         blob = os.urandom(2 * MiB)  # over Lithops' inline data: by reference
         assert fexec.call_async(echo_size, (blob,)).result() == bytes(reversed(blob))
     assert job.get("sq/3") == b"9"
+
+
+def numbers(seed: int) -> list[tuple[int, None]]:
+    import random
+
+    rng = random.Random(seed)
+    return [(rng.randrange(1_000_000), None) for _ in range(500)]
+
+
+def sorted_keys(records: list[tuple[int, None]]) -> list[int]:
+    return sorted(k for k, _ in records)
+
+
+def test_a_sampled_range_partitioner_makes_a_global_sort(fexec: pls.FunctionExecutor) -> None:
+    sample = [k for seed in range(3) for k, _ in numbers(seed)[:50]]
+    partitioner = pls.RangePartitioner.from_sample(sample, 4)
+    assert len(partitioner.boundaries) == 3
+    parts = fexec.get_result(fexec.map_shuffle_reduce(
+        numbers, range(6), sorted_keys, reducers=4, partition=partitioner, timeout=60,
+    ))  # fmt: skip
+    merged = [k for part in parts for k in part]
+    assert merged == sorted(k for seed in range(6) for k, _ in numbers(seed))
+    assert all(len(p) > 0 for p in parts)  # the sample spread the keys over every reducer

@@ -16,7 +16,7 @@ from .decorator import handler, is_cold_start
 from .executor import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, FunctionExecutor
 from .refs import REF_KEY, is_ref, offload, resolve
 from .runtime import Invocation, LambdaError, LocalLambda
-from .shuffle import ShuffleReader, ShuffleWriter, partition_of
+from .shuffle import RangePartitioner, ShuffleReader, ShuffleWriter, partition_of
 
 __all__ = [
     "ALL_COMPLETED",
@@ -27,6 +27,7 @@ __all__ = [
     "Invocation",
     "LambdaError",
     "LocalLambda",
+    "RangePartitioner",
     "REF_KEY",
     "SYNC_PAYLOAD_LIMIT",
     "ShuffleReader",

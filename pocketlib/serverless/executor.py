@@ -139,14 +139,17 @@ class FunctionExecutor:
         reduce_func: Callable[..., Any],
         *,
         reducers: int,
+        partition: Callable[[Any, int], int] | None = None,
         timeout: float | None = None,
     ) -> list[cf.Future[Any]]:
         """MapReduce with a shuffle through the job: each ``map_func`` call returns ``(key,
         value)`` records, partitioned over ``reducers`` by a stable hash of the key
         (:func:`~pocketlib.serverless.shuffle.partition_of`); reducer r gets the records of
         its partition from every mapper, in mapper order, as ``reduce_func(records)``. The
-        reducers' futures, in order. Reducers wait on the nodes for their parts (``timeout``
-        seconds at most), so they may start before the mappers end."""
+        reducers' futures, in order. ``partition(key, reducers)`` may replace the hash: a
+        :class:`~pocketlib.serverless.shuffle.RangePartitioner` built from a sample of the
+        keys makes the reducers' outputs follow in key order. Reducers wait on the nodes for
+        their parts (``timeout`` seconds at most), so they may start before the mappers end."""
         if self.job is None:
             raise ConfigError("a shuffle goes through a job: give the executor one (job=...)")
         if reducers < 1:
@@ -158,7 +161,7 @@ class FunctionExecutor:
         for m, item in enumerate(items):
             args, kwargs = _arguments(item)
             payload = self._by_reference({"args": list(args), "kwargs": kwargs})
-            task = (mapper, payload, ticket, shuffle, m, reducers)
+            task = (mapper, payload, ticket, shuffle, m, reducers, partition)
             self.futures.append(self._pool.submit(_map_task, *task))
         reducer = (
             secrets.token_bytes(8),
@@ -320,7 +323,8 @@ def _attach(ticket: str) -> Job:
 
 
 def _map_task(blob: tuple[bytes, bytes, bool], payload: dict[str, Any], ticket: str,
-              shuffle: str, mapper: int, reducers: int) -> int:  # fmt: skip
+              shuffle: str, mapper: int, reducers: int,
+              partition: Callable[[Any, int], int] | None = None) -> int:  # fmt: skip
     """A mapper: its records partitioned and published, one object per reducer."""
     from .shuffle import ShuffleWriter
 
@@ -329,7 +333,10 @@ def _map_task(blob: tuple[bytes, bytes, bool], payload: dict[str, Any], ticket: 
     kwargs = dict(payload["kwargs"], **({"job": job} if blob[2] else {}))
     records = _function(blob)(*payload["args"], **kwargs)
     with ShuffleWriter(job, shuffle, mapper, reducers) as out:
-        out.write_records(records)
+        if partition is None:
+            out.write_records(records)
+        else:
+            out.write_records(records, partition)
     return mapper
 
 

@@ -15,8 +15,9 @@ process and on every host.
 
 from __future__ import annotations
 
+import bisect
 import pickle
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -25,7 +26,7 @@ from ..protocol import checksum
 if TYPE_CHECKING:
     from ..job import Job
 
-__all__ = ["ShuffleReader", "ShuffleWriter", "part_key", "partition_of"]
+__all__ = ["RangePartitioner", "ShuffleReader", "ShuffleWriter", "part_key", "partition_of"]
 
 
 def part_key(shuffle: str, reducer: int, mapper: int) -> str:
@@ -42,6 +43,28 @@ def partition_of(key: Any, reducers: int) -> int:
     else:
         raw = pickle.dumps(key, protocol=4)
     return checksum(raw) % reducers
+
+
+class RangePartitioner:
+    """Records by key range: reducer r gets keys between the (r-1)-th and r-th boundaries, so
+    reducers' outputs concatenate in key order (TeraSort). Picklable; build it from a sample
+    of the keys with :meth:`from_sample`."""
+
+    def __init__(self, boundaries: Sequence[Any]) -> None:
+        self.boundaries = list(boundaries)
+
+    @classmethod
+    def from_sample(cls, keys: Iterable[Any], reducers: int) -> RangePartitioner:
+        """Boundaries at the quantiles of a sample of the keys, for ``reducers`` reducers."""
+        ordered = sorted(keys)
+        if reducers < 1:
+            raise ConfigError(f"reducers must be at least 1, not {reducers}")
+        if not ordered:
+            return cls([])
+        return cls([ordered[len(ordered) * r // reducers] for r in range(1, reducers)])
+
+    def __call__(self, key: Any, reducers: int) -> int:
+        return min(bisect.bisect_right(self.boundaries, key), reducers - 1)
 
 
 class ShuffleWriter:
@@ -65,11 +88,17 @@ class ShuffleWriter:
             raise ConfigError("write to a closed shuffle writer")
         self._parts[reducer].append(bytes(data))
 
-    def write_records(self, records: Iterable[tuple[Any, Any]]) -> None:
-        """Partition ``(key, value)`` records by :func:`partition_of` and pickle each part."""
+    def write_records(
+        self,
+        records: Iterable[tuple[Any, Any]],
+        partition: Callable[[Any, int], int] = partition_of,
+    ) -> None:
+        """Partition ``(key, value)`` records (by ``partition(key, reducers)``: a stable hash
+        by default, or a :class:`RangePartitioner`) and pickle each part."""
         parts: list[list[tuple[Any, Any]]] = [[] for _ in range(self.reducers)]
+        reducers = self.reducers
         for record in records:
-            parts[partition_of(record[0], self.reducers)].append(record)
+            parts[partition(record[0], reducers)].append(record)
         for reducer, part in enumerate(parts):
             if part:
                 self.write(reducer, pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))

@@ -86,3 +86,12 @@ def ticker(event: Any, context: Any) -> int:
         threading.Thread(target=tick, daemon=True).start()
     time.sleep(event.get("run", 0))
     return len(_ticks)
+
+
+@pls.handler
+def dies_while_writing(event: Any, context: Any, job: pocketlib.Job) -> None:
+    """A mapper killed (by its timeout) after writing parts, before publishing them."""
+    with pls.ShuffleWriter(job, "killed", mapper=0, reducers=4) as out:
+        for r in range(4):
+            out.write(r, os.urandom(1 << 20))
+        time.sleep(event["seconds"])  # the timeout ends it here
