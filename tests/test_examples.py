@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -40,3 +42,11 @@ def test_distributed_compile_in_local_lambdas() -> None:
     assert "compiled 7 files in parallel functions and linked them" in done.stdout
     assert "(lambda)" in done.stdout
     assert ": correct;" in done.stdout
+
+
+def test_video_analytics() -> None:
+    pytest.importorskip("av")
+    out = run("video_analytics.py")
+    assert "decoded 192 frames of 8 segments" in out
+    assert "the square was in view during frames [(38, 76), (115, 153)]: as drawn" in out
+    assert "frames left in the job: 0" in out
