@@ -263,3 +263,22 @@ def test_a_sampled_range_partitioner_makes_a_global_sort(fexec: pls.FunctionExec
     merged = [k for part in parts for k in part]
     assert merged == sorted(k for seed in range(6) for k, _ in numbers(seed))
     assert all(len(p) > 0 for p in parts)  # the sample spread the keys over every reducer
+
+
+def raw_parts(m: int) -> list[bytes]:
+    return [f"m{m}r{r};".encode() for r in range(3)]
+
+
+def joined(parts: list[bytes]) -> bytes:
+    return b"".join(parts)
+
+
+def test_a_raw_shuffle_passes_parts_through_in_mapper_order(fexec: pls.FunctionExecutor) -> None:
+    futures = fexec.map_shuffle_reduce(raw_parts, range(4), joined, reducers=3, raw=True)
+    assert fexec.get_result(futures) == [
+        b"".join(f"m{m}r{r};".encode() for m in range(4)) for r in range(3)
+    ]
+    with pytest.raises(ConfigError, match="3 parts, not 2"):
+        fexec.get_result(fexec.map_shuffle_reduce(
+            lambda m: [b"a", b"b"], range(1), joined, reducers=3, raw=True, timeout=60,
+        ))  # fmt: skip

@@ -16,7 +16,13 @@ from .decorator import handler, is_cold_start
 from .executor import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, FunctionExecutor
 from .refs import REF_KEY, is_ref, offload, resolve
 from .runtime import Invocation, LambdaError, LocalLambda
-from .shuffle import RangePartitioner, ShuffleReader, ShuffleWriter, partition_of
+from .shuffle import (
+    RangePartitioner,
+    ShuffleAbortedError,
+    ShuffleReader,
+    ShuffleWriter,
+    partition_of,
+)
 
 __all__ = [
     "ALL_COMPLETED",
@@ -28,6 +34,7 @@ __all__ = [
     "LambdaError",
     "LocalLambda",
     "RangePartitioner",
+    "ShuffleAbortedError",
     "REF_KEY",
     "SYNC_PAYLOAD_LIMIT",
     "ShuffleReader",

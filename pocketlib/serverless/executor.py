@@ -140,6 +140,7 @@ class FunctionExecutor:
         *,
         reducers: int,
         partition: Callable[[Any, int], int] | None = None,
+        raw: bool = False,
         timeout: float | None = None,
     ) -> list[cf.Future[Any]]:
         """MapReduce with a shuffle through the job: each ``map_func`` call returns ``(key,
@@ -148,8 +149,11 @@ class FunctionExecutor:
         its partition from every mapper, in mapper order, as ``reduce_func(records)``. The
         reducers' futures, in order. ``partition(key, reducers)`` may replace the hash: a
         :class:`~pocketlib.serverless.shuffle.RangePartitioner` built from a sample of the
-        keys makes the reducers' outputs follow in key order. Reducers wait on the nodes for
-        their parts (``timeout`` seconds at most), so they may start before the mappers end."""
+        keys makes the reducers' outputs follow in key order. With ``raw``, ``map_func``
+        partitions itself: it returns one bytes-like part per reducer (for bulk binary data,
+        a sort's records), and ``reduce_func`` gets the list of its parts, one per mapper in
+        mapper order. Reducers wait on the nodes for their parts (``timeout`` seconds at
+        most), so they may start before the mappers end."""
         if self.job is None:
             raise ConfigError("a shuffle goes through a job: give the executor one (job=...)")
         if reducers < 1:
@@ -158,11 +162,15 @@ class FunctionExecutor:
         ticket = self.job.ticket.to_json()
         shuffle = f"shuffle/{secrets.token_hex(6)}"
         mapper = (secrets.token_bytes(8), self._dumps(map_func), "job" in _parameters(map_func))
+        maps = []
+        job = self.job
         for m, item in enumerate(items):
             args, kwargs = _arguments(item)
             payload = self._by_reference({"args": list(args), "kwargs": kwargs})
-            task = (mapper, payload, ticket, shuffle, m, reducers, partition)
-            self.futures.append(self._pool.submit(_map_task, *task))
+            task = (mapper, payload, ticket, shuffle, m, reducers, partition, raw)
+            maps.append(self._pool.submit(_map_task, *task))
+            maps[-1].add_done_callback(lambda f: _abort_if_failed(f, job, shuffle))
+        self.futures += maps
         reducer = (
             secrets.token_bytes(8),
             self._dumps(reduce_func),
@@ -170,8 +178,9 @@ class FunctionExecutor:
         )
         futures = []
         for r in range(reducers):
-            work = (reducer, ticket, shuffle, r, len(items), timeout, self.threshold)
-            futures.append(self._resolving(self._pool.submit(_reduce_task, *work)))
+            work = (reducer, ticket, shuffle, r, len(items), timeout, self.threshold, raw)
+            future = self._resolving(self._pool.submit(_reduce_task, *work))
+            futures.append(_failing_with_mappers(future, maps))
         self.futures += futures
         return futures
 
@@ -291,6 +300,35 @@ def _lithops_pool(workers: int, config: Mapping[str, Any] | None) -> cf.Executor
     return pool
 
 
+def _abort_if_failed(future: cf.Future[Any], job: Job, shuffle: str) -> None:
+    """A mapper failed: its shuffle is aborted, so the reducers stop waiting for it."""
+    from .shuffle import abort
+
+    if not future.cancelled() and future.exception() is not None:
+        abort(job, shuffle, f"{type(future.exception()).__name__}: {future.exception()}")
+
+
+def _failing_with_mappers(reducer: cf.Future[Any], maps: list[cf.Future[Any]]) -> cf.Future[Any]:
+    """The reducer's future, with the failed mapper's own exception if the shuffle aborted."""
+    from .shuffle import ShuffleAbortedError
+
+    out: cf.Future[Any] = cf.Future()
+
+    def done(f: cf.Future[Any]) -> None:
+        exc = f.exception()
+        if isinstance(exc, ShuffleAbortedError):
+            failed = next((m.exception() for m in maps if m.done() and not m.cancelled()
+                           and m.exception() is not None), None)  # fmt: skip
+            exc = failed or exc
+        if exc is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(f.result())
+
+    reducer.add_done_callback(done)
+    return out
+
+
 #: Argument types too small ever to go by reference.
 _SMALL = frozenset({int, float, bool, type(None)})
 
@@ -324,7 +362,8 @@ def _attach(ticket: str) -> Job:
 
 def _map_task(blob: tuple[bytes, bytes, bool], payload: dict[str, Any], ticket: str,
               shuffle: str, mapper: int, reducers: int,
-              partition: Callable[[Any, int], int] | None = None) -> int:  # fmt: skip
+              partition: Callable[[Any, int], int] | None = None,
+              raw: bool = False) -> int:  # fmt: skip
     """A mapper: its records partitioned and published, one object per reducer."""
     from .shuffle import ShuffleWriter
 
@@ -333,7 +372,13 @@ def _map_task(blob: tuple[bytes, bytes, bool], payload: dict[str, Any], ticket: 
     kwargs = dict(payload["kwargs"], **({"job": job} if blob[2] else {}))
     records = _function(blob)(*payload["args"], **kwargs)
     with ShuffleWriter(job, shuffle, mapper, reducers) as out:
-        if partition is None:
+        if raw:
+            parts = list(records)
+            if len(parts) != reducers:
+                raise ConfigError(f"a raw mapper returns {reducers} parts, not {len(parts)}")
+            for r, part in enumerate(parts):
+                out.write(r, part)
+        elif partition is None:
             out.write_records(records)
         else:
             out.write_records(records, partition)
@@ -341,12 +386,14 @@ def _map_task(blob: tuple[bytes, bytes, bool], payload: dict[str, Any], ticket: 
 
 
 def _reduce_task(blob: tuple[bytes, bytes, bool], ticket: str, shuffle: str, reducer: int,
-                 mappers: int, timeout: float | None, threshold: int) -> Any:  # fmt: skip
+                 mappers: int, timeout: float | None, threshold: int,
+                 raw: bool = False) -> Any:  # fmt: skip
     """A reducer: its partition from every mapper (waited for on the nodes), reduced."""
     from .shuffle import ShuffleReader
 
     job = _attach(ticket)
-    records = ShuffleReader(job, shuffle, reducer, mappers).read_records(timeout=timeout)
+    reader = ShuffleReader(job, shuffle, reducer, mappers)
+    records: Any = reader.read(timeout=timeout) if raw else reader.read_records(timeout=timeout)
     result = _function(blob)(records, **({"job": job} if blob[2] else {}))
     return offload(result, job, threshold=threshold, pickled=True)
 
