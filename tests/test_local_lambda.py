@@ -90,8 +90,12 @@ def test_payload_limits_are_aws_s_to_the_byte() -> None:
         async_over = b'{"n": 1, "pad": "' + b"x" * (1_048_576 - 18) + b'"}'
         with pytest.raises(LambdaError, match="Event invocation type"):
             f.invoke(payload=async_over, invocation_type="Event")
-        big = f.invoke({"n": 6 * 1024 * 1024 + 100})  # its JSON: two bytes of quotes more
+        limit = 6 * 1024 * 1024 + 100
+        assert len(f.invoke({"n": limit - 2}).payload) == limit  # (JSON: two quotes more)
+        big = f.invoke({"n": limit - 1})  # one byte over
+        assert big.function_error == "Unhandled"
         assert big.json()["errorType"] == "Function.ResponseSizeTooLarge"
+        assert f"({limit + 1} bytes)" in big.json()["errorMessage"]
 
 
 def test_no_dev_shm_inside() -> None:
