@@ -65,6 +65,7 @@ class FunctionExecutor:
         function_name: str | None = None,
         lambda_args: Mapping[str, Any] | None = None,
         lithops_config: Mapping[str, Any] | None = None,
+        mp_context: Any = None,
     ) -> None:
         self.job = job
         self.threshold = threshold
@@ -73,7 +74,9 @@ class FunctionExecutor:
         self._owned: LocalLambda | None = None
         self._pool: cf.Executor | LambdaBackend
         if backend == "processes":
-            self._pool = cf.ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+            self._pool = cf.ProcessPoolExecutor(
+                max_workers=workers or os.cpu_count() or 1, mp_context=mp_context
+            )
             return
         if backend == "lithops":
             self._pool = _lithops_pool(workers or os.cpu_count() or 1, lithops_config)

@@ -238,7 +238,8 @@ def run_sort(
     seed: int = 42,
     on_progress: Callable[[str, int], None] | None = None,
 ) -> SortResult:
-    """Run the sort through ``store`` with mapper and reducer processes; verify the output.
+    """Run the sort through ``store`` with mapper and reducer functions on a
+    :class:`~pocketlib.serverless.FunctionExecutor` (local processes); verify the output.
 
     ``on_progress(stage, bytes_moved)`` is called about ten times a second with the bytes
     written to and read from the store so far.
@@ -250,14 +251,16 @@ def run_sort(
     ctx = multiprocessing.get_context("fork")
     _moved = ctx.Value("q", 0)
     start = time.perf_counter()
+    from ..serverless.executor import FunctionExecutor
+
     try:
-        with cf.ProcessPoolExecutor(max_workers=max(mappers, reducers), mp_context=ctx) as pool:
-            maps = [
-                pool.submit(_map_task, store, m, per_map[m], reducers, seed) for m in range(mappers)
-            ]
+        with FunctionExecutor(workers=max(mappers, reducers), mp_context=ctx) as fexec:
+            maps = fexec.map(_map_task, [(store, m, per_map[m], reducers, seed)
+                                         for m in range(mappers)])  # fmt: skip
             map_results = _wait(maps, "map", on_progress)
             map_done = time.perf_counter()
-            reds = [pool.submit(_reduce_task, store, r, mappers, reducers) for r in range(reducers)]
+            reds = fexec.map(_reduce_task, [(store, r, mappers, reducers)
+                                            for r in range(reducers)])  # fmt: skip
             red_results = _wait(reds, "reduce", on_progress)
         end = time.perf_counter()
     finally:
