@@ -137,7 +137,7 @@ class FunctionExecutor:
 
     def map_shuffle_reduce(
         self,
-        map_func: Callable[..., Iterable[tuple[Any, Any]]],
+        map_func: Callable[..., Any],
         iterdata: Iterable[Any],
         reduce_func: Callable[..., Any],
         *,
