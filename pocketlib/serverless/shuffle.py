@@ -181,12 +181,12 @@ class ShuffleReader:
                 self.job.wait_for(self.keys, timeout=_ABORT_CHECK if left is None
                                   else max(0.0, min(_ABORT_CHECK, left)))  # fmt: skip
                 return
-            except PocketTimeoutError:
+            except PocketTimeoutError as timed_out:
                 try:
                     reason = self.job.get(abort_key(self.shuffle)).decode()
                 except NotFoundError:
                     if left is not None and left <= _ABORT_CHECK:
-                        raise
+                        raise timed_out from None  # the caller's timeout, not the marker's miss
                     continue
                 raise ShuffleAbortedError(f"shuffle {self.shuffle!r} aborted: {reason}") from None
 
