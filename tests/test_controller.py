@@ -232,7 +232,7 @@ def test_refresh_sees_a_new_weight_map_and_old_keys_stay_readable() -> None:
         early = {f"early-{i}": str(i).encode() for i in range(100)}
         job.put_many(early)
         wait_until(job.refresh)
-        wait_until(lambda: job.refresh() or len(job.ticket.maps[-1].weights) == 3)
+        refresh_until(job, lambda: len(job.ticket.maps[-1].weights) == 3, "a third node")
         assert len(job.ticket.maps[-1].weights) == 3  # 80 MiB on 32 MiB nodes
         assert job.get_many(list(early)) == early
         for key, value in early.items():
@@ -305,7 +305,7 @@ def test_autoscaling_adds_a_node_to_a_hot_tier_and_drains_back() -> None:
         decisions = [d["decision"] for d in client.status()["decisions"]]
         assert any(d.startswith("add dram: capacity at") for d in decisions), decisions
         # The hot job grows onto the new node: a new weight-map version with three nodes.
-        wait_until(lambda: job.refresh() or len(job.ticket.maps[-1].weights) == 3)
+        refresh_until(job, lambda: len(job.ticket.maps[-1].weights) == 3, "a third node")
         assert len(job.ticket.maps[-1].weights) == 3
         assert job.get("v7") == value  # written under the old map, still found
         job.deregister()
@@ -323,7 +323,7 @@ def test_a_cold_tier_shrinks_jobs_off_a_node_and_stops_it_once_its_data_is_gone(
     ) as c:
         client = c.client()
         job = client.register_job("shrinks", JobHints(capacity="40MiB"))  # two nodes and a third
-        wait_until(lambda: job.refresh() or len(job.ticket.maps[-1].weights) == 3)
+        refresh_until(job, lambda: len(job.ticket.maps[-1].weights) == 3, "a third node")
         keys = [f"k{i}" for i in range(90)]
         job.put_many({k: k.encode() for k in keys})
         stale = client.attach(job.ticket)  # a function that will not refresh on its own
@@ -336,7 +336,7 @@ def test_a_cold_tier_shrinks_jobs_off_a_node_and_stops_it_once_its_data_is_gone(
         wait_until(drained, what="a drain")
         gone = drained()
         assert gone is not None
-        wait_until(lambda: job.refresh() or gone not in job.ticket.maps[-1].weights)
+        refresh_until(job, lambda: gone not in job.ticket.maps[-1].weights, "a map without it")
         assert gone not in job.ticket.maps[-1].weights  # new data goes elsewhere
         on_gone = [k for k in keys if stale.router.write_node(k.encode()) == gone]
         assert on_gone, (gone, dict(stale.ticket.maps[-1].weights), job.ticket)
