@@ -1,0 +1,140 @@
+"""pocketlib for pyarrow: a filesystem whose input files are Arrow buffers over the stored value.
+
+``pocketlib.arrow.filesystem(ticket=...)`` is a ``pyarrow.fs.PyFileSystem`` over
+:class:`PocketHandler`, a handler of pocketlib's own (not fsspec's generic one). Opening a file
+for reading gives a ``pa.BufferReader`` over the whole value: when the node is on this host,
+the buffer *is* the node's memory (a leased, read-only view of its shared-memory tier, held
+until the last Arrow buffer over it is freed), so Arrow IPC and Parquet readers slice it without
+copying; otherwise one ``get`` brings the value. Output streams go through the atomic writer.
+Paths are ``<job>/<key>`` (pyarrow strips the ``pocket://`` scheme).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from .errors import NotFoundError
+from .filesystem import PocketFileSystem
+
+__all__ = ["PocketHandler", "filesystem"]
+
+
+def filesystem(
+    ticket: str | Mapping[str, Any] | None = None,
+    *,
+    nodes: Sequence[str] | None = None,
+    job: str | None = None,
+) -> pafs.PyFileSystem:
+    """A pyarrow filesystem over a job (arguments as :class:`PocketFileSystem`'s)."""
+    return pafs.PyFileSystem(PocketHandler(PocketFileSystem(ticket, nodes=nodes, job=job)))
+
+
+class PocketHandler(pafs.FileSystemHandler):  # type: ignore[misc]
+    """pyarrow's ``FileSystemHandler`` over a ``pocket://`` filesystem."""
+
+    def __init__(self, fs: PocketFileSystem) -> None:
+        self.fs = fs
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PocketHandler) and other.fs == self.fs
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PocketHandler, (self.fs,))
+
+    def get_type_name(self) -> str:
+        return "pocket"
+
+    def normalize_path(self, path: str) -> str:
+        return path
+
+    # -- metadata -----------------------------------------------------------------------------
+    def _file_info(self, info: Mapping[str, Any]) -> pafs.FileInfo:
+        if info["type"] == "directory":
+            return pafs.FileInfo(info["name"], pafs.FileType.Directory)
+        return pafs.FileInfo(info["name"], pafs.FileType.File, size=info["size"],
+                             mtime=info.get("mtime"))  # fmt: skip
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        out = []
+        for path in paths:
+            try:
+                out.append(self._file_info(self.fs.info(path)))
+            except FileNotFoundError:
+                out.append(pafs.FileInfo(path, pafs.FileType.NotFound))
+        return out
+
+    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
+        base = selector.base_dir.rstrip("/")
+        try:
+            kind = self.fs.info(base)["type"]
+        except FileNotFoundError:
+            if selector.allow_not_found:
+                return []
+            raise
+        if kind != "directory":
+            raise NotADirectoryError(base)
+        found = self.fs.find(base, maxdepth=None if selector.recursive else 1, withdirs=True,
+                             detail=True)  # fmt: skip
+        return [self._file_info(info) for name, info in found.items() if name != base]
+
+    # -- changes ------------------------------------------------------------------------------
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self.fs.mkdir(path)
+
+    def delete_dir(self, path: str) -> None:
+        self.fs.rm(path, recursive=True)
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        if not self.fs.exists(path):
+            if missing_dir_ok:
+                return
+            raise FileNotFoundError(path)
+        for child in self.fs.ls(path, detail=False):
+            self.fs.rm(child, recursive=True)
+
+    def delete_root_dir_contents(self) -> None:
+        self.delete_dir_contents(self.fs.job.name, missing_dir_ok=True)
+
+    def delete_file(self, path: str) -> None:
+        if not self.fs.isfile(path):
+            raise FileNotFoundError(path)
+        self.fs.rm_file(path)
+
+    def move(self, src: str, dest: str) -> None:
+        self.fs.mv(src, dest, recursive=True)
+
+    def copy_file(self, src: str, dest: str) -> None:
+        self.fs.cp_file(src, dest)
+
+    # -- files --------------------------------------------------------------------------------
+    def _buffer(self, path: str) -> pa.Buffer:
+        key = self.fs._key(path)
+        try:
+            held = self.fs.job.get_buffer(key)
+        except NotFoundError:
+            raise FileNotFoundError(path) from None
+        view = pa.py_buffer(held.view)
+        if held._release is None:  # a copy (a remote node): Arrow may own it as it is
+            return view
+        # The node's own memory: an Arrow buffer at its address that keeps the lease (and so
+        # the value's space) alive for as long as any Arrow buffer over it lives.
+        return pa.foreign_buffer(view.address, view.size, base=held)
+
+    def open_input_stream(self, path: str) -> pa.NativeFile:
+        return pa.BufferReader(self._buffer(path))
+
+    def open_input_file(self, path: str) -> pa.NativeFile:
+        return pa.BufferReader(self._buffer(path))
+
+    def open_output_stream(self, path: str, metadata: Any = None) -> pa.NativeFile:
+        return pa.PythonFile(self.fs.open(path, "wb"), mode="w")
+
+    def open_append_stream(self, path: str, metadata: Any = None) -> pa.NativeFile:
+        raise NotImplementedError("pocket:// values are written once: append is not supported")
