@@ -16,11 +16,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.ipc
 
 from .errors import NotFoundError
 from .filesystem import PocketFileSystem
 
-__all__ = ["PocketHandler", "filesystem"]
+__all__ = ["PocketHandler", "dataset", "filesystem", "read_table", "write_dataset", "write_table"]
 
 
 def filesystem(
@@ -31,6 +32,56 @@ def filesystem(
 ) -> pafs.PyFileSystem:
     """A pyarrow filesystem over a job (arguments as :class:`PocketFileSystem`'s)."""
     return pafs.PyFileSystem(PocketHandler(PocketFileSystem(ticket, nodes=nodes, job=job)))
+
+
+def _path(url: str) -> str:
+    return url[len("pocket://") :] if url.startswith("pocket://") else url
+
+
+def write_table(table: pa.Table, url: str, *, ticket: str | None = None) -> None:
+    """Store ``table`` as one Arrow IPC file at ``pocket://<job>/<key>`` (one put, so a
+    co-located :func:`read_table` maps it without a copy)."""
+    fs = PocketFileSystem(ticket)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    fs.job.put(fs._key(_path(url)), sink.getvalue())
+
+
+def read_table(url: str, *, ticket: str | None = None) -> pa.Table:
+    """The Arrow IPC table at ``url``: over the node's memory when it is on this host."""
+    handler = PocketHandler(PocketFileSystem(ticket))
+    return pa.ipc.open_file(handler.open_input_file(_path(url))).read_all()
+
+
+def write_dataset(
+    data: Any,
+    url: str,
+    *,
+    format: str = "parquet",
+    partitioning: Any = None,
+    ticket: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """``pyarrow.dataset.write_dataset`` into ``pocket://<job>/<dir>`` (``partitioning``: a
+    list of column names makes hive-style directories)."""
+    import pyarrow.dataset as ds
+
+    if isinstance(partitioning, list | tuple):
+        schema = data.schema if hasattr(data, "schema") else None
+        fields = [schema.field(name) for name in partitioning] if schema is not None else None
+        partitioning = ds.partitioning(pa.schema(fields), flavor="hive") if fields else None
+    ds.write_dataset(data, _path(url), format=format, partitioning=partitioning,
+                     filesystem=filesystem(ticket), **kwargs)  # fmt: skip
+
+
+def dataset(url: str, *, format: str = "parquet", partitioning: Any = "hive",
+            ticket: str | None = None) -> Any:  # fmt: skip
+    """``pyarrow.dataset.dataset`` over ``pocket://<job>/<dir>``."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(_path(url), format=format, partitioning=partitioning,
+                      filesystem=filesystem(ticket))  # fmt: skip
 
 
 class PocketHandler(pafs.FileSystemHandler):  # type: ignore[misc]

@@ -98,3 +98,15 @@ def test_corrupted_parquet_is_a_clear_error_and_harms_nothing(job: pocketlib.Job
         fs.open_input_file("arrow/missing.parquet")
     with pytest.raises(NotImplementedError, match="append"):
         fs.open_append_stream("arrow/good.parquet")
+
+
+def test_urls_for_tables_and_datasets(job: pocketlib.Job, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POCKET_TICKET", job.ticket.to_json())
+    t = table(20_000)
+    parrow.write_table(t, "pocket://arrow/url/t.arrow")
+    before = pa.total_allocated_bytes()
+    assert parrow.read_table("pocket://arrow/url/t.arrow").equals(t)
+    assert pa.total_allocated_bytes() == before
+    parrow.write_dataset(t, "pocket://arrow/url/ds", partitioning=["g"])
+    got = parrow.dataset("pocket://arrow/url/ds").to_table(filter=ds.field("g") == 5)
+    assert sorted(got.column("k").to_pylist()) == [i for i in range(20_000) if i % 7 == 5]
