@@ -230,3 +230,57 @@ def _batches(entries: list[Entry]) -> Iterator[list[Entry]]:
 def _read_entries(conn: Connection, rid: int) -> list[Entry]:
     h = conn.read_header(rid)
     return decode_entries(conn.read_body(h.length))
+
+
+def get_ranges(job: Job, wanted: Sequence[tuple[bytes, int, int]]) -> list[bytes | None]:
+    """Bytes ``[start, end)`` of each ``(key, start, end)``, pipelined per node: up to
+    :data:`RANGE_WINDOW` requests in flight on one connection. None where the newest map's
+    node had nothing plain to give (a miss, a compressed or striped value): the caller asks
+    for those one by one, through the versioned read path."""
+    out: list[bytes | None] = [None] * len(wanted)
+    per_node: dict[str, list[int]] = defaultdict(list)
+    for i, (raw, _, _) in enumerate(wanted):
+        per_node[job._node_for(raw)].append(i)
+    refused: list[PocketError] = []  # (raised once every answer on the connection is read)
+    for node, indices in per_node.items():
+        with job.client.pools[node].connection() as conn:
+            pending: list[tuple[int, int]] = []
+            for i in indices:
+                if len(pending) == RANGE_WINDOW:
+                    _read_range(conn, *pending.pop(0), out, refused)
+                raw, start, end = wanted[i]
+                rid = conn.next_id()
+                conn.send([encode_request(
+                    Op.GET, rid, job._job, job._tokens[node], raw, flags=Flag.RANGE,
+                    offset=start, length=max(0, end - start), map_version=job._version,
+                )])  # fmt: skip
+                pending.append((rid, i))
+            for rid, i in pending:
+                _read_range(conn, rid, i, out, refused)
+    if refused:
+        raise refused[0]
+    return out
+
+
+#: Ranged GETs in flight on one connection.
+RANGE_WINDOW = 64
+
+
+def _read_range(
+    conn: Connection, rid: int, i: int, out: list[bytes | None], refused: list[PocketError]
+) -> None:
+    try:
+        h = conn.read_header(rid)
+    except (NotFoundError, StaleTicketError):
+        return  # (answered, so the connection is in step): the caller asks again
+    except PocketError as exc:
+        if isinstance(exc, TransportError | ProtocolError | InvalidKeyError):
+            raise  # out of step: the connection is dropped
+        refused.append(exc)
+        return
+    body = conn.read_body(h.length)
+    if h.flags & (Flag.LZ4 | Flag.STRIPED):
+        return
+    if checksum(body) != h.checksum:
+        raise ChecksumError("checksum mismatch reading a range")
+    out[i] = body

@@ -135,3 +135,21 @@ def test_it_pickles_by_its_arguments_and_instances_share_one_job(
     assert fsspec.open("pocket://fsjob/p", ticket=job.ticket.to_json()).open().read() == (
         b"pickled"
     )
+
+
+def test_cat_ranges_are_pipelined_and_exact(fs: PocketFileSystem, job: pocketlib.Job) -> None:
+    data = bytes(range(256)) * 1024
+    fs.pipe("fsjob/r/blob", data)
+    job.put("r/packed", data, compress=True)  # compressed: read whole, sliced
+    starts = [i * 97 % (len(data) - 4096) for i in range(300)]
+    got = fs.cat_ranges(["fsjob/r/blob"] * 300, starts, [s + 4096 for s in starts])
+    assert got == [data[s : s + 4096] for s in starts]
+    mixed = fs.cat_ranges(["fsjob/r/packed", "fsjob/r/blob", "fsjob/r/missing"], [10, 20, 0],
+                          [20, 30, 5])  # fmt: skip
+    assert mixed[:2] == [data[10:20], data[20:30]]
+    assert isinstance(mixed[2], FileNotFoundError)
+    assert job.get_ranges([("r/blob", 0, 3), ("r/packed", 5, 8)]) == [data[0:3], data[5:8]]
+    requests = sum(s["job_ops"].get(job.ticket.job, 0) for s in job.stats().values())
+    fs.cat_ranges(["fsjob/r/blob"] * 100, [0] * 100, [10] * 100)
+    after = sum(s["job_ops"].get(job.ticket.job, 0) for s in job.stats().values())
+    assert after - requests == 100  # one GET each, pipelined: no stat, no retries
