@@ -24,7 +24,7 @@ def job() -> Iterator[pocketlib.Job]:
 
 
 class PocketFixtures(abstract.AbstractFixtures):
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def fs(self, job: pocketlib.Job) -> PocketFileSystem:  # type: ignore[override]
         return fsspec.filesystem("pocket", ticket=job.ticket.to_json())
 
