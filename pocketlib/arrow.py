@@ -172,7 +172,7 @@ class PocketHandler(pafs.FileSystemHandler):  # type: ignore[misc]
         except NotFoundError:
             raise FileNotFoundError(path) from None
         view = pa.py_buffer(held.view)
-        if held._release is None:  # a copy (a remote node): Arrow may own it as it is
+        if not held.leased:  # a copy (a remote node): Arrow may own it as it is
             return view
         # The node's own memory: an Arrow buffer at its address that keeps the lease (and so
         # the value's space) alive for as long as any Arrow buffer over it lives.

@@ -13,6 +13,7 @@ and every value carries a 64-bit checksum (XXH3) that the client verifies on eve
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from .rpc import JsonChannel
     from .shared import SharedArena
 
-__all__ = ["Client", "Job", "ObjectInfo", "attach", "connect"]
+__all__ = ["Client", "Job", "ObjectInfo", "attach", "attached", "connect"]
 
 T = TypeVar("T")
 
@@ -282,6 +283,22 @@ def attach(ticket: Ticket | str | bytes | Mapping[str, Any], *, timeouts: Timeou
     handle = client.attach(parsed)
     handle._owns_client = True
     return handle
+
+
+_attached: dict[str, Job] = {}
+_attached_lock = threading.Lock()
+
+
+def attached(ticket: Ticket | str | Mapping[str, Any]) -> Job:
+    """The job of ``ticket``, attached once per process and shared (with its connections) by
+    every caller that names the same ticket: a worker's calls, filesystem instances, storage
+    backends. Close it never: it lives as long as the process."""
+    text = ticket if isinstance(ticket, str) else Ticket.parse(ticket).to_json()
+    with _attached_lock:
+        job = _attached.get(text)
+        if job is None:
+            job = _attached[text] = attach(text)
+        return job
 
 
 def _reattach(ticket: Ticket, timeouts: Timeouts) -> Job:

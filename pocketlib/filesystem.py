@@ -33,25 +33,22 @@ if TYPE_CHECKING:
 
 __all__ = ["PocketFile", "PocketFileSystem"]
 
-_jobs: dict[Any, Job] = {}
-_jobs_lock = threading.Lock()
+_direct: dict[tuple[tuple[str, ...], str], Job] = {}
+_direct_lock = threading.Lock()
 
 
 def _shared_job(ticket: str | None, nodes: tuple[str, ...] | None, job: str | None) -> Job:
     """One job (and one set of connections) per ticket or per (nodes, job), per process."""
-    key: Any = ticket if ticket is not None else (nodes, job)
-    with _jobs_lock:
-        found = _jobs.get(key)
-        if found is None:
-            from .client import attach, connect
+    from .client import attached, connect
 
-            if ticket is not None:
-                found = attach(ticket)
-            else:
-                assert nodes is not None
-                assert job is not None
-                found = connect(list(nodes), job)
-            _jobs[key] = found
+    if ticket is not None:
+        return attached(ticket)
+    assert nodes is not None
+    assert job is not None
+    with _direct_lock:
+        found = _direct.get((nodes, job))
+        if found is None:
+            found = _direct[(nodes, job)] = connect(list(nodes), job)
         return found
 
 
@@ -70,9 +67,9 @@ class PocketFileSystem(AbstractFileSystem):  # type: ignore[misc]
         **storage_options: Any,
     ) -> None:
         if ticket is not None and not isinstance(ticket, str):
-            import json
+            from .ticket import Ticket
 
-            ticket = json.dumps(dict(ticket), sort_keys=True)
+            ticket = Ticket.parse(ticket).to_json()  # (constructor arguments pickle as text)
         super().__init__(ticket=ticket, nodes=nodes, job=job, **storage_options)
         if ticket is None and nodes is None:
             ticket = os.environ.get("POCKET_TICKET")

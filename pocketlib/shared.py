@@ -183,6 +183,11 @@ class SharedBuffer:
     def __buffer__(self, flags: int) -> memoryview:  # the buffer protocol (Python 3.12+)
         return self.view
 
+    @property
+    def leased(self) -> bool:
+        """Whether this is the node's own memory, held until released (not a copy)."""
+        return self._release is not None
+
     def release(self) -> None:
         """Let the node reuse the value's space. Idempotent."""
         release, self._release = self._release, None

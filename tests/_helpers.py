@@ -44,3 +44,14 @@ def pocket_command() -> list[str]:
         return [script]
     found = shutil.which("pocket")
     return [found] if found else [sys.executable, "-m", "pocketlib.cli"]
+
+
+def grow(controller: Any, job_id: str) -> None:
+    """A job on one node grows onto another node of the cluster (as a hot tier makes it): a
+    new weight-map version, not yet handed out."""
+    with controller.lock:
+        record = controller.jobs[job_id]
+        (a,) = record.alloc
+        b = next(n for n in controller.nodes if n not in record.alloc)
+        record.alloc[b] = record.alloc[a]
+        controller._new_map(record)

@@ -17,24 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _helpers import wait_until
+from _helpers import grow, wait_until
 
 import pocketlib
 from pocketlib import JobHints, LocalCluster, batch
-from pocketlib.controller import Controller
 from pocketlib.errors import NotFoundError, StaleTicketError, TransportError
 
 MiB = 1024 * 1024
-
-
-def grow(c: Controller, job_id: str) -> None:
-    """The job grows onto the cluster's other node (as a hot tier makes it): a new map."""
-    with c.lock:
-        record = c.jobs[job_id]
-        (a,) = record.alloc
-        b = next(n for n in c.nodes if n not in record.alloc)
-        record.alloc[b] = record.alloc[a]
-        c._new_map(record)
 
 
 def v1_ticket(job: pocketlib.Job) -> str:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from _helpers import grow
 
 import pocketlib
 from pocketlib import JobHints, LocalCluster
@@ -76,12 +77,7 @@ def test_a_waiter_with_an_old_ticket_is_woken_by_a_new_map_and_waits_where_it_ro
     t = threading.Thread(target=wait)
     t.start()
     time.sleep(0.3)
-    with c.lock:  # the job grows onto the other node: v2
-        record = c.jobs[job.ticket.job]
-        (a,) = record.alloc
-        b = next(n for n in c.nodes if n != a)
-        record.alloc[b] = record.alloc[a]
-        c._new_map(record)
+    grow(c, job.ticket.job)  # v2, over the other node
     assert job.refresh()
     job.put_many({f"late/{i}": b"x" for i in range(20)})  # some only v2 sends to b
     t.join(timeout=60)

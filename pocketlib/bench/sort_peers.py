@@ -16,8 +16,10 @@ and read over the store time divided by the functions running at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,23 +97,33 @@ def _pocket_reduce(r: int, mappers: int, reducers: int, job: Any) -> tuple[float
     return took, sum(len(p) for p in parts), count, key_sum
 
 
-def run_pocket(size: int, mappers: int, reducers: int, workers: int) -> Outcome:
+@contextlib.contextmanager
+def _pocket_executor(size: int, workers: int) -> Iterator[Any]:
+    """A one-node LocalCluster, a job sized for a sort of ``size`` bytes, and an executor over
+    it (the job is deregistered after)."""
     import pocketlib.serverless as pls
     from pocketlib import JobHints, LocalCluster
 
-    n = size // RECORD // mappers
     cluster = LocalCluster({"dram": 1}, node_capacity=int(size * 1.6), autoscale=False)
     with cluster, cluster.client() as client:
         job = client.register_job("sort", JobHints(capacity=int(size * 1.3),
                                                    max_concurrency=workers))  # fmt: skip
+        try:
+            with pls.FunctionExecutor(job=job, workers=workers) as fexec:
+                yield fexec
+        finally:
+            job.deregister()
+
+
+def run_pocket(size: int, mappers: int, reducers: int, workers: int) -> Outcome:
+    n = size // RECORD // mappers
+    with _pocket_executor(size, workers) as fexec:
         started = time.perf_counter()
-        with pls.FunctionExecutor(job=job, workers=workers) as fexec:
-            maps = fexec.map(_pocket_map, [(m, n, reducers) for m in range(mappers)])
-            reduces = fexec.map(_pocket_reduce, [(r, mappers, reducers) for r in range(reducers)])
-            map_io = sum(fexec.get_result(maps))
-            out = fexec.get_result(reduces)
+        maps = fexec.map(_pocket_map, [(m, n, reducers) for m in range(mappers)])
+        reduces = fexec.map(_pocket_reduce, [(r, mappers, reducers) for r in range(reducers)])
+        map_io = sum(fexec.get_result(maps))
+        out = fexec.get_result(reduces)
         seconds = time.perf_counter() - started
-        job.deregister()
     read = sum(o[1] for o in out)
     return Outcome("pocketlib", seconds, map_io + sum(o[0] for o in out), 2 * read,
                    sum(o[2] for o in out), sum(o[3] for o in out))  # fmt: skip
@@ -123,23 +135,15 @@ def _raw_map(m: int, n: int, reducers: int) -> list[memoryview]:
 
 def run_pocket_msr(size: int, mappers: int, reducers: int, workers: int) -> float:
     """The same sort through ``map_shuffle_reduce(raw=True)``: its end-to-end seconds."""
-    import pocketlib.serverless as pls
-    from pocketlib import JobHints, LocalCluster
-
     n = size // RECORD // mappers
-    cluster = LocalCluster({"dram": 1}, node_capacity=int(size * 1.6), autoscale=False)
-    with cluster, cluster.client() as client:
-        job = client.register_job("sort", JobHints(capacity=int(size * 1.3),
-                                                   max_concurrency=workers))  # fmt: skip
+    with _pocket_executor(size, workers) as fexec:
         started = time.perf_counter()
-        with pls.FunctionExecutor(job=job, workers=workers) as fexec:
-            futures = fexec.map_shuffle_reduce(
-                _raw_map, [(m, n, reducers) for m in range(mappers)], _RawReducer(reducers),
-                reducers=reducers, raw=True, timeout=600,
-            )  # fmt: skip
-            counts = fexec.get_result(futures)
+        futures = fexec.map_shuffle_reduce(
+            _raw_map, [(m, n, reducers) for m in range(mappers)], _RawReducer(reducers),
+            reducers=reducers, raw=True, timeout=600,
+        )  # fmt: skip
+        counts = fexec.get_result(futures)
         seconds = time.perf_counter() - started
-        job.deregister()
     assert sum(c[0] for c in counts) == n * mappers
     return seconds
 

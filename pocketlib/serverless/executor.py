@@ -337,9 +337,6 @@ _SMALL = frozenset({int, float, bool, type(None)})
 
 # -- in the worker -------------------------------------------------------------------------------
 
-_worker_jobs: dict[str, Job] = {}
-
-
 _worker_funcs: dict[bytes, Callable[..., Any]] = {}
 
 
@@ -355,12 +352,9 @@ def _function(blob: tuple[bytes, bytes] | tuple[bytes, bytes, bool]) -> Callable
 
 def _attach(ticket: str) -> Job:
     """The job of ``ticket``, attached once per worker."""
-    job = _worker_jobs.get(ticket)
-    if job is None:
-        from ..client import attach
+    from ..client import attached
 
-        job = _worker_jobs[ticket] = attach(ticket)
-    return job
+    return attached(ticket)
 
 
 def _map_task(blob: tuple[bytes, bytes, bool], payload: dict[str, Any], ticket: str,

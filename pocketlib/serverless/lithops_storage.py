@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["PocketStorageBackend", "install_backend", "load_config"]
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
-_jobs: dict[str, Job] = {}
 
 _SHIM_INIT = '''"""The pocket storage backend: installed by pocketlib (`pocket lithops install`)."""
 from pocketlib.serverless.lithops_storage import PocketStorageBackend as StorageBackend
@@ -73,13 +72,9 @@ class PocketStorageBackend:
         ticket = config.get("ticket") or os.environ.get("POCKET_TICKET")
         if not ticket:
             raise ConfigError("the pocket storage backend needs a job's ticket")
-        text = ticket if isinstance(ticket, str) else _json(ticket)
-        job = _jobs.get(text)
-        if job is None:
-            from ..client import attach
+        from ..client import attached
 
-            job = _jobs[text] = attach(text)
-        self.job = job
+        self.job = attached(ticket)  # once per process: Lithops builds a backend per call
         self.bucket = str(config.get("storage_bucket", "pocket"))
 
     # -- buckets ------------------------------------------------------------------------------
@@ -193,9 +188,3 @@ def _no_such_key(bucket: str, key: str) -> Exception:
     from lithops.storage.utils import StorageNoSuchKeyError
 
     return StorageNoSuchKeyError(bucket, key)  # type: ignore[no-any-return]
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True)

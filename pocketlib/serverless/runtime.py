@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..cluster import terminate
 from ..errors import ConfigError, PocketError
 from .context import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT
 
@@ -153,14 +154,8 @@ class _Environment:
                     f.close()
         if self.api is not None:
             self.api.close()
-        if self.proc.poll() is None:
-            self.thaw()  # (a stopped process takes no SIGTERM)
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.thaw()  # (a stopped process takes no SIGTERM)
+        terminate(self.proc, timeout=5)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
