@@ -235,7 +235,7 @@ class Session:
             raise
         except PocketError as exc:
             if type(exc) is NotFoundError and self.stale(h, job):
-                exc = _stale_error(h, job, self.node.map_versions[job], "a miss")
+                exc = self.stale_error(h.map_version, job, "a miss")
             if op in _VALUE_OPS:
                 # Refused before its value was read: read past it to stay in step.
                 self._drain(h.length)
@@ -488,7 +488,7 @@ class Session:
                     lease = self.tier.lease(job, key, take=take)
                 except (PocketError, UnicodeDecodeError) as exc:
                     if type(exc) is NotFoundError and self.stale(h, job):
-                        exc = _stale_error(h, job, self.node.map_versions[job], "a miss")
+                        exc = self.stale_error(h.map_version, job, "a miss")
                     entries.append(_error_entry(raw, exc))
                     continue
                 leases.append(lease)
@@ -521,7 +521,7 @@ class Session:
             _check_key(key)
             size = int(self.tier.exists(job, key))
             if not size and self.stale(h, job):
-                raise _stale_error(h, job, self.node.map_versions[job], "a miss")
+                raise self.stale_error(h.map_version, job, "a miss")
         elif op == Op.DELETE:
             _check_key(key)
             size = int(self.tier.delete(job, key))
@@ -563,7 +563,7 @@ class Session:
             lambda: self.stale(h, job),
         )  # fmt: skip
         if missing and self.stale(h, job):  # a newer map may send them elsewhere
-            raise _stale_error(h, job, self.node.map_versions[job], "a wait")
+            raise self.stale_error(h.map_version, job, "a wait")
         return [k.encode() for k in missing]
 
     # -- weight-map versions ------------------------------------------------------------------
@@ -579,15 +579,19 @@ class Session:
             return
         if (h.op == _LIST and body) or (h.op == _STREAM_PUT and h.request_id in self.uploads):
             return
-        raise _stale_error(h, job, self.node.map_versions[job], OP_NAMES[h.op])
+        raise self.stale_error(h.map_version, job, OP_NAMES[h.op])
 
     def _check_version(self, map_version: int, job: str) -> None:
+        """A write commits only if its ticket is still the job's newest here."""
+        if 0 < map_version < self.node.map_versions.get(job, 0):
+            raise self.stale_error(map_version, job, "a put")
+
+    def stale_error(self, map_version: int, job: str, what: str) -> StaleTicketError:
         newest = self.node.map_versions.get(job, 0)
-        if 0 < map_version < newest:
-            raise StaleTicketError(
-                f"a put under weight map v{map_version} of job {job!r}, which has v{newest}: "
-                "refresh the ticket and put again"
-            )
+        return StaleTicketError(
+            f"{what} under weight map v{map_version} of job {job!r}, which has v{newest}: "
+            "refresh the ticket and try again"
+        )
 
     # -- helpers ------------------------------------------------------------------------------
     def reply_error(self, request_id: int, exc: PocketError) -> None:
@@ -635,13 +639,6 @@ def _read_meta_body(rfile: io.BufferedReader, h: RequestHeader) -> bytes:
 def _check_key(key: str) -> None:
     if not key:
         raise RequestError("keys must not be empty")
-
-
-def _stale_error(h: RequestHeader, job: str, newest: int, what: str) -> StaleTicketError:
-    return StaleTicketError(
-        f"{what} under weight map v{h.map_version} of job {job!r}, which has v{newest}: "
-        "refresh the ticket and try again"
-    )
 
 
 def _conflict(key: str) -> PocketError:
