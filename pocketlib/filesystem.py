@@ -205,7 +205,8 @@ class PocketFileSystem(AbstractFileSystem):  # type: ignore[misc]
                  if s is not None and e is not None and 0 <= s <= e]  # fmt: skip
         out: list[Any] = [None] * len(paths)
         try:  # ranges with both ends: pipelined, one round trip's latency for all of them
-            got = self.job.get_ranges([(self._key(paths[i]), starts[i], ends[i]) for i in plain])
+            keys = {p: self._key(p) for p in {paths[i] for i in plain}}  # (each path once)
+            got = self.job.get_ranges([(keys[paths[i]], starts[i], ends[i]) for i in plain])
             for i, data in zip(plain, got, strict=True):
                 out[i] = data
         except (NotFoundError, FileNotFoundError):
@@ -239,13 +240,12 @@ class PocketFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         src, dst = self._key(path1), self._key(path2)
         try:
-            data = self.job.get(src)
+            self.job.copy(src, dst)  # on the node when it holds both keys
         except NotFoundError:
             if self.isdir(path1):
                 self.makedirs(path2, exist_ok=True)
                 return
             raise FileNotFoundError(f"pocket://{self._path(src)}") from None
-        self.job.put(dst, data)
 
     def _rm(self, path: str) -> None:
         key = self._key(path)

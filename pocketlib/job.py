@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import lz4.block
 
 from . import batch, shared, stripes
+from . import ranges as byte_ranges
 from .connection import Connection
 from .errors import (
     CapacityError,
@@ -306,15 +307,49 @@ class Job(RoutedJob):
 
     def get_ranges(self, ranges: Iterable[tuple[str, int, int]]) -> list[bytes]:
         """Bytes ``[start, end)`` of each ``(key, start, end)``, as :meth:`get_range` would
-        return them, pipelined per node (one round trip's latency for many small reads)."""
+        return them: one request (and one answer) per node and key for up to a thousand
+        ranges, pipelined per node, so many small reads cost about one round trip."""
         wanted = []
+        raws: dict[str, bytes] = {}  # (each key checked once)
         for key, start, end in ranges:
             if start < 0 or end < start:
                 raise RequestError(f"bad range [{start}, {end})")
-            wanted.append((validate_key(key), start, end))
-        got = self._fresh(lambda: batch.get_ranges(self, wanted))
+            raw = raws.get(key)
+            if raw is None:
+                raw = raws[key] = validate_key(key)
+            wanted.append((raw, start, end))
+        got = self._fresh(lambda: byte_ranges.get_ranges(self, wanted))
         return [g if g is not None else self.get_range(raw.decode(), start, end)
                 for g, (raw, start, end) in zip(got, wanted, strict=True)]  # fmt: skip
+
+    def copy(self, src: str, dst: str) -> None:
+        """Store the value of ``src`` under ``dst`` too (replacing what ``dst`` held).
+
+        When the node that holds ``src`` is the one ``dst`` goes to, the node copies it and
+        no byte crosses the network; otherwise (and for a striped value) the value passes
+        through this process. NotFoundError if ``src`` is absent.
+        """
+        raw_dst = validate_key(dst)
+
+        def copy() -> None:
+            node = self._node_for(raw_dst)
+            on_node = lambda n, raw: n == node and self._copy_at(n, raw, raw_dst)  # noqa: E731
+            if not self._read(src, on_node):
+                self._put(dst, self.get(src), None, False, False)
+            elif not self._single:
+                self._drop_older(raw_dst)
+
+        self._fresh(copy, _WRITE_RETRIES, settle=True)
+
+    def _copy_at(self, node: str, raw: bytes, raw_dst: bytes) -> bool:
+        """COPY on ``node``; False if it left the copy to the client (a striped value)."""
+        replacing = Flag.REPLACED if self._may_stripe else 0
+        h, old = self._call(node, Op.COPY, raw, body=(raw_dst,), flags=replacing)
+        if h.flags & _STRIPED:
+            return False
+        if h.flags & Flag.REPLACED:
+            stripes.drop_chunks(self, raw_dst, bytes(old))
+        return True
 
     def get_buffer(self, key: str, *, delete_after_read: bool = False) -> SharedBuffer:
         """A read-only buffer over the value, without a copy when the node is on this host.

@@ -47,6 +47,9 @@ __all__ = [
     "REQUEST_HEADER",
     "RESPONSE_HEADER",
     "STAT_BODY",
+    "RANGE_ENTRY",
+    "MAX_RANGES",
+    "MAX_RANGES_BYTES",
     "VERSION",
     "Entry",
     "Flag",
@@ -93,6 +96,11 @@ ENTRY = struct.Struct("<HHHHQQ")
 _KEY_LEN = struct.Struct("<H")
 #: STAT response body: created and expiry times (seconds since the epoch; 0 = no expiry).
 STAT_BODY = struct.Struct("<dd")
+#: One byte range of a GET_RANGES request: offset, length.
+RANGE_ENTRY = struct.Struct("<QQ")
+#: Most ranges one GET_RANGES request may ask for, and most bytes its answer may carry.
+MAX_RANGES = 65_536
+MAX_RANGES_BYTES = 256 * 1024 * 1024
 _pack_request_header = REQUEST_HEADER.pack
 # The same layouts with magic, version and reserved fields skipped: the fields of
 # RequestHeader and ResponseHeader, in order, parsed once the 3-byte prefix is checked.
@@ -135,6 +143,13 @@ class Op(enum.IntEnum):
     # Body = key list, arg = timeout in ms: answered when every key is stored, the timeout
     # passes or the job's map changes; response body = the keys still missing.
     WAIT = 27
+    # Body = (offset, length) pairs (RANGE_ENTRY each): one answer carries every range of the
+    # value at key: their lengths (a little-endian u64 each), then their bytes, under one
+    # checksum. A compressed or striped value is answered with its flags and no body.
+    GET_RANGES = 28
+    # Body = a destination key: the node copies the value at key under it (flag REPLACED as
+    # for PUT). A striped value is answered with flag STRIPED, uncopied: the client copies it.
+    COPY = 29
     # The control plane: served by the controller, JSON request and response bodies.
     NODE_REGISTER = 30  # a node joins: name, address, tier, capacity, bandwidth
     NODE_HEARTBEAT = 31  # a node's load each second; the answer may ask it to act
@@ -150,8 +165,9 @@ CONTROL_OPS = frozenset(range(Op.NODE_REGISTER, Op.CLUSTER_STATUS + 1))
 
 #: Ops whose request carries ``length`` bytes of body after the key.
 BODY_OPS = frozenset(
-    {Op.PUT, Op.STREAM_PUT, Op.MULTI_PUT, Op.MULTI_GET, Op.LIST, Op.WAIT, *CONTROL_OPS}
-)
+    {Op.PUT, Op.STREAM_PUT, Op.MULTI_PUT, Op.MULTI_GET, Op.LIST, Op.WAIT, Op.GET_RANGES,
+     Op.COPY, *CONTROL_OPS}
+)  # fmt: skip
 #: Longest a node waits on one WAIT request (a client waiting longer asks again).
 MAX_WAIT_MS = 20_000
 

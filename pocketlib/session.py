@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import node_objects
 from .errors import (
     ConflictError,
     DrainingError,
@@ -29,6 +30,7 @@ from .errors import (
     UnknownJobError,
     status_for_error,
 )
+from .node_objects import slice_buffers
 from .protocol import (
     CONTROL_OPS,
     MAGIC,
@@ -85,11 +87,14 @@ _NEW_DATA_OPS = frozenset({_PUT, _MULTI_PUT, int(Op.SHM_RESERVE)})
 #: routes; a read that misses is answered StaleTicketError instead of NotFoundError.)
 _FENCED_OPS = frozenset(
     int(op) for op in (Op.PUT, Op.MULTI_PUT, Op.STREAM_PUT, Op.SHM_RESERVE, Op.DELETE,
-                       Op.DELETE_PREFIX, Op.JOB_DELETE, Op.LIST, Op.WAIT)
+                       Op.DELETE_PREFIX, Op.JOB_DELETE, Op.LIST, Op.WAIT, Op.COPY)
 )  # fmt: skip
 _JOB_MAP_VERSION = int(Op.JOB_MAP_VERSION)
 _SHM_GET = int(Op.SHM_GET)
-_META_BODY_OPS = frozenset({_LIST, _MULTI_GET, _MULTI_PUT, int(Op.WAIT), *CONTROL_OPS})
+_GET_RANGES, _COPY = int(Op.GET_RANGES), int(Op.COPY)
+_META_BODY_OPS = frozenset(
+    {_LIST, _MULTI_GET, _MULTI_PUT, int(Op.WAIT), _GET_RANGES, _COPY, *CONTROL_OPS}
+)
 _pack_response = RESPONSE_HEADER.pack
 _DELETE_AFTER_READ, _RANGE, _STORED = Flag.DELETE_AFTER_READ, Flag.RANGE, Flag.STORED
 _REPLACED = Flag.REPLACED
@@ -224,6 +229,10 @@ class Session:
                 self._multi_put(h, job, body)
             elif op == _STREAM_PUT:
                 self._stream_put(h, job, key)
+            elif op == _GET_RANGES:
+                node_objects.get_ranges(self, h, job, key, body)
+            elif op == _COPY:
+                node_objects.copy(self, h, job, key, body)
             elif op == _SHM_GET:
                 _check_key(key)
                 self.shared.get(h, job, key)
@@ -281,7 +290,7 @@ class Session:
             if flags & _RANGE:
                 if h.arg and h.arg != meta.version:
                     raise _conflict(key)
-                buffers = _slice_buffers(buffers, h.offset, h.length)
+                buffers = slice_buffers(buffers, h.offset, h.length)
                 hasher = Hasher()
                 for b in buffers:
                     hasher.update(b)
@@ -300,13 +309,13 @@ class Session:
                 send_buffers(conn, [head, *buffers])
         finally:
             lease.release()
-        self._count(0, length)
+        self.count(0, length)
 
     def _put(self, h: RequestHeader, job: str, key: str) -> None:
         conn, rfile = self.conn, self.rfile
         _check_key(key)
         ttl = h.ttl_ms / 1000 if h.ttl_ms else None
-        replaced = self._striped_value(job, key) if h.flags & _REPLACED else None
+        replaced = self.striped_value(job, key) if h.flags & _REPLACED else None
         if h.length <= _SMALL_VALUE:
             # Small values are in the read buffer already: one copy, one tier call.
             value = rfile.read(h.length)
@@ -345,9 +354,9 @@ class Session:
                     MAGIC, VERSION, 0, 0, 0, h.request_id, 0, 0, 0, meta.size, meta.version
                 )
             )
-        self._count(h.length, 0)
+        self.count(h.length, 0)
 
-    def _striped_value(self, job: str, key: str) -> bytes | None:
+    def striped_value(self, job: str, key: str) -> bytes | None:
         """The manifest stored under ``key`` if its value is striped (else None)."""
         try:
             small = self.tier.read_small(job, key, _MANIFEST_MAX)
@@ -390,7 +399,7 @@ class Session:
                 self._receive_into(res)
                 up.parts.append(res)
                 up.received += h.length
-                self._count(h.length, 0)
+                self.count(h.length, 0)
         if h.flags & Flag.MORE:
             return
         del uploads[h.request_id]
@@ -460,7 +469,7 @@ class Session:
                 _check_key(key)
                 if e.flags & Flag.PERSIST and not self.node.persists:
                     raise RequestError("this node has no persist tier (start it with --persist)")
-                replaced = self._striped_value(job, key) if e.flags & _REPLACED else None
+                replaced = self.striped_value(job, key) if e.flags & _REPLACED else None
                 res = self.tier.reserve(len(e.value))
                 res.fill(e.value)
                 meta = self.commit(
@@ -473,7 +482,7 @@ class Session:
                     results.append(Entry(e.key, b"", 0, 0, meta.version))
             except (PocketError, UnicodeDecodeError) as exc:
                 results.append(_error_entry(e.key, exc))
-        self._count(len(body), 0)
+        self.count(len(body), 0)
         self._reply_parts(h.request_id, encode_entries(results))
 
     def _multi_get(self, h: RequestHeader, job: str, body: bytes) -> None:
@@ -499,7 +508,7 @@ class Session:
         finally:
             for lease in leases:
                 lease.release()
-        self._count(0, sum(len(e.value) for e in entries))
+        self.count(0, sum(len(e.value) for e in entries))
 
     def _simple(self, h: RequestHeader, job: str, key: str, body: bytes) -> None:
         conn = self.conn
@@ -617,7 +626,7 @@ class Session:
                 raise _Disconnected
             nbytes -= len(chunk)
 
-    def _count(self, bytes_in: int, bytes_out: int) -> None:
+    def count(self, bytes_in: int, bytes_out: int) -> None:
         stats = self.stats
         stats.bytes_in += bytes_in
         stats.bytes_out += bytes_out
@@ -648,16 +657,3 @@ def _conflict(key: str) -> PocketError:
 def _error_entry(key: bytes, exc: Exception) -> Entry:
     pe = exc if isinstance(exc, PocketError) else InvalidKeyError(str(exc))
     return Entry(key, str(pe).encode("utf-8", "replace"), status_for_error(pe))
-
-
-def _slice_buffers(buffers: list[memoryview], start: int, length: int) -> list[memoryview]:
-    """The buffers covering ``[start, start + length)`` of their concatenation."""
-    out: list[memoryview] = []
-    pos = 0
-    end = start + length
-    for buf in buffers:
-        lo, hi = max(start, pos), min(end, pos + len(buf))
-        if lo < hi:
-            out.append(buf[lo - pos : hi - pos])
-        pos += len(buf)
-    return out

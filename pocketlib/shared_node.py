@@ -101,7 +101,7 @@ class SharedSession:
             if res.size != h.length:
                 tier.abort(res)
                 raise RequestError(f"reservation {h.arg} is {res.size} bytes, not {h.length}")
-            replaced = s._striped_value(job, key) if h.flags & Flag.REPLACED else None
+            replaced = s.striped_value(job, key) if h.flags & Flag.REPLACED else None
             meta = s.commit(
                 res, job, key, checksum=h.checksum, flags=h.flags & Flag.STORED,
                 ttl=h.ttl_ms / 1000 if h.ttl_ms else None, map_version=h.map_version,

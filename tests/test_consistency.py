@@ -71,6 +71,8 @@ def test_every_read_of_an_old_handle_reflects_the_newer_writes(grown: Any) -> No
         "get_many": lambda h, k: h.get_many([k]) == {k: k.encode() * 3},
         "get_into": lambda h, k: h.get_into(k, bytearray(64)) == 3 * len(k),
         "get_range": lambda h, k: h.get_range(k, 1, 3) == (k.encode() * 3)[1:3],
+        "get_ranges": lambda h, k: h.get_ranges([(k, 0, 1), (k, 1, 3)]) == [
+            (k.encode() * 3)[:1], (k.encode() * 3)[1:3]],
         "get_buffer": lambda h, k: bytes(h.get_buffer(k).view) == k.encode() * 3,
         "reader": lambda h, k: h.reader(k).read() == k.encode() * 3,
         "list": lambda h, k: k in list(h.list("k")),
@@ -98,6 +100,9 @@ def test_an_old_handle_writes_where_newer_handles_read(grown: Any) -> None:
     with pocketlib.attach(v1_ticket(job)) as old2:
         old2.put_many({keys[5]: b"many", keys[6]: b"more"})
         assert job.get_many([keys[5], keys[6]]) == {keys[5]: b"many", keys[6]: b"more"}
+    with pocketlib.attach(v1_ticket(job)) as old3:  # a copy is a write: fenced the same way
+        old3.copy(keys[7], keys[8])
+        assert job.get(keys[8]) == keys[7].encode() * 3
 
 
 def test_a_stale_handle_without_a_controller_says_so_rather_than_not_found(grown: Any) -> None:

@@ -1,0 +1,218 @@
+"""GET_RANGES (many byte ranges of a value in one answer) and COPY (a copy made on the node)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+import pocketlib
+from pocketlib import JobHints, LocalCluster, ranges
+from pocketlib.errors import InvalidKeyError, NotFoundError, RequestError
+from pocketlib.filesystem import PocketFileSystem
+from pocketlib.protocol import (
+    MAX_RANGES,
+    RANGE_ENTRY,
+    RESPONSE_HEADER,
+    Op,
+    Status,
+    encode_request,
+    unpack_response,
+)
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def two() -> Iterator[tuple[LocalCluster, pocketlib.Job]]:
+    """A job on two nodes, with striping from 1 MiB."""
+    with LocalCluster({"dram": 2}, node_capacity="96MiB", autoscale=False, tick=0.2) as cl:
+        client = cl.client()
+        job = client.register_job("rc", JobHints(capacity="128MiB"))
+        assert len(job.ticket.maps[-1].weights) == 2
+        yield cl, job
+        job.deregister()
+        client.close()
+
+
+STRIPE = 64 * 1024
+
+
+def striping(job: pocketlib.Job) -> pocketlib.Job:
+    """The same job with values above 64 KiB striped (its two nodes share a host, so the
+    controller leaves its values whole)."""
+    return pocketlib.Job(job.client, dataclasses.replace(job.ticket, stripe_size=STRIPE),
+                         job._tokens)  # fmt: skip
+
+
+def ops(job: pocketlib.Job, op: Op) -> int:
+    """How many requests of ``op`` the job's nodes have served."""
+    return sum(s["ops"].get(op.name.lower(), 0) for s in job.stats().values())
+
+
+def objects(job: pocketlib.Job) -> int:
+    """Objects the job's nodes hold, chunks of striped values included."""
+    name = job.ticket.job
+    return sum(s["tier"]["objects_by_job"].get(name, 0) for s in job.stats().values())
+
+
+def keys_on(job: pocketlib.Job, node: str, n: int, prefix: str = "k") -> list[str]:
+    found = (f"{prefix}{i}" for i in range(10_000))
+    return [k for k in found if job.router.write_node(k.encode()) == node][:n]
+
+
+def test_many_ranges_of_many_keys_come_back_exact(two: tuple[LocalCluster, pocketlib.Job]) -> None:
+    _, job = two
+    values = {f"v{i}": os.urandom(200_000 + i) for i in range(6)}
+    job.put_many(values)
+    wanted = [(k, (i * 7919) % 150_000, (i * 7919) % 150_000 + (i % 5000)) for i in range(3000)
+              for k in [f"v{i % 6}"]]  # fmt: skip
+    wanted += [("v0", 199_990, 300_000), ("v1", 5, 5), ("v2", 250_000, 260_000)]  # clamped
+    before = ops(job, Op.GET_RANGES)
+    got = job.get_ranges(wanted)
+    assert got == [values[k][s:e] for k, s, e in wanted]
+    # 3,003 ranges of 6 keys: each key's ranges go in requests of at most RANGES_PER_REQUEST.
+    per_key = [sum(1 for k, _, _ in wanted if k == key) for key in values]
+    expected = sum(-(-n // ranges.RANGES_PER_REQUEST) for n in per_key)
+    assert ops(job, Op.GET_RANGES) - before == expected
+
+
+def test_a_large_answer_is_cut_into_several_requests(
+    two: tuple[LocalCluster, pocketlib.Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, job = two
+    data = os.urandom(900_000)
+    job.put("big", data)
+    monkeypatch.setattr(ranges, "ANSWER_BYTES", 100_000)
+    monkeypatch.setattr(ranges, "REQUEST_BYTES", 200)  # and few requests in flight
+    wanted = [("big", i * 30_000, i * 30_000 + 40_000) for i in range(25)]
+    before = ops(job, Op.GET_RANGES) + ops(job, Op.GET)
+    assert job.get_ranges(wanted) == [data[s:e] for _, s, e in wanted]
+    assert ops(job, Op.GET_RANGES) + ops(job, Op.GET) - before >= 10  # 25 x 40 kB / 100 kB
+
+
+def test_compressed_striped_and_missing_values_fall_back_to_single_reads(
+    two: tuple[LocalCluster, pocketlib.Job],
+) -> None:
+    _, job = two
+    job = striping(job)
+    plain = bytes(range(256)) * 64
+    job.put("z", plain, compress=True)
+    striped = os.urandom(3 * STRIPE + 123)
+    job.put("s", striped)
+    got = job.get_ranges([("z", 3, 9), ("z", 100, 90_000), ("s", 5, 50),
+                          ("s", len(striped) - 10, len(striped) + 10)])  # fmt: skip
+    assert got == [plain[3:9], plain[100:90_000], striped[5:50], striped[-10:]]
+    with pytest.raises(NotFoundError):
+        job.get_ranges([("z", 0, 1), ("nothing", 0, 1), ("nothing", 1, 2)])
+    with pytest.raises(RequestError, match="bad range"):
+        job.get_ranges([("z", 5, 1)])
+
+
+def raw_request(
+    job: pocketlib.Job, node: str, op: Op, key: bytes, body: bytes
+) -> tuple[int, bytes]:
+    """One request on a fresh socket, then a PING on it: (status, body), and the PING's status
+    (the connection must stay in step after a refusal)."""
+    host, port = node.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(encode_request(op, 1, job._job, job._tokens[node], key, length=len(body))
+                     + body + encode_request(Op.PING, 2))  # fmt: skip
+        f = sock.makefile("rb")
+        h = unpack_response(f.read(RESPONSE_HEADER.size))
+        answer = f.read(h.length)
+        ping = unpack_response(f.read(RESPONSE_HEADER.size))
+        assert ping.status == Status.OK
+        assert ping.request_id == 2
+        return h.status, answer
+
+
+def test_malformed_range_requests_are_refused_clearly(
+    two: tuple[LocalCluster, pocketlib.Job],
+) -> None:
+    _, job = two
+    node = job.router.write_node(b"m")
+    job.put("m", b"x" * 1000)
+    status, msg = raw_request(job, node, Op.GET_RANGES, b"m", b"\x00" * 15)
+    assert status == RequestError.status
+    assert b"not a list of ranges" in msg
+    status, msg = raw_request(
+        job, node, Op.GET_RANGES, b"m", RANGE_ENTRY.pack(0, 1) * (MAX_RANGES + 1)
+    )
+    assert status == RequestError.status
+    assert b"limit" in msg
+    big = keys_on(job, node, 1, prefix="m-big")[0]
+    job.put(big, b"y" * MiB)
+    huge = RANGE_ENTRY.pack(0, MiB) * 300  # more than one answer may carry
+    status, msg = raw_request(job, node, Op.GET_RANGES, big.encode(), huge)
+    assert status == RequestError.status
+    assert b"at most" in msg
+    status, _ = raw_request(job, node, Op.COPY, b"m", b"\xff\xfe")
+    assert status == InvalidKeyError.status
+    assert job.get("m") == b"x" * 1000  # nothing harmed
+
+
+def test_a_copy_on_one_node_is_made_there(two: tuple[LocalCluster, pocketlib.Job]) -> None:
+    _, job = two
+    node = job.router.nodes[0]
+    src, dst = keys_on(job, node, 2, prefix="c")
+    data = os.urandom(2 * 1024 * 1024 - 5)
+    job.put(src, data)
+    puts, copies = ops(job, Op.PUT), ops(job, Op.COPY)
+    job.copy(src, dst)
+    assert job.get(dst) == data
+    assert job.get(src) == data
+    assert ops(job, Op.COPY) == copies + 1
+    assert ops(job, Op.PUT) == puts
+    job.put(src, b"changed")
+    assert job.get(dst) == data  # a copy, not a link
+    cz, cz2 = keys_on(job, node, 2, prefix="cz")
+    job.put(cz, b"abc" * 1000, compress=True)
+    job.copy(cz, cz2)  # as stored: still compressed
+    assert job.get(cz2) == b"abc" * 1000
+    assert job.stat(cz2).compressed
+    with pytest.raises(NotFoundError):
+        job.copy("no-such-key", dst)
+    assert job.get(dst) == data
+
+
+def test_copies_across_nodes_and_of_striped_values(two: tuple[LocalCluster, pocketlib.Job]) -> None:
+    _, job = two
+    job = striping(job)
+    a, b = job.router.nodes
+    src = keys_on(job, a, 1, prefix="x")[0]
+    dst = keys_on(job, b, 1, prefix="y")[0]
+    job.put(src, b"across")
+    job.copy(src, dst)
+    assert job.get(dst) == b"across"
+    striped = os.urandom(3 * STRIPE)
+    job.put("st", striped)
+    job.copy("st", "st2")
+    assert job.get("st2") == striped
+    job.delete("st")
+    assert job.get("st2") == striped  # its own chunks
+    # A node-side copy onto a striped value deletes that value's chunks.
+    target = keys_on(job, a, 3, prefix="t")
+    job.put(target[1], b"small")
+    before = objects(job)
+    job.put(target[0], striped)
+    assert objects(job) == before + 4  # a manifest and three chunks
+    job.copy(target[1], target[0])
+    assert job.get(target[0]) == b"small"
+    assert objects(job) == before + 1  # the replaced value's chunks are gone
+
+
+def test_fsspec_cp_file_copies_on_the_node(two: tuple[LocalCluster, pocketlib.Job]) -> None:
+    _, job = two
+    fs = PocketFileSystem(job.ticket.to_json())
+    a, b = keys_on(job, job.router.nodes[1], 2, prefix="d/f")
+    fs.pipe(f"rc/{a}", b"one")
+    copies = ops(job, Op.COPY)
+    fs.cp_file(f"rc/{a}", f"rc/{b}")
+    assert fs.cat(f"rc/{b}") == b"one"
+    assert ops(job, Op.COPY) == copies + 1
+    with pytest.raises(FileNotFoundError):
+        fs.cp_file("rc/d/none", "rc/d/c")
