@@ -20,7 +20,7 @@ import datetime as dt
 import io
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
@@ -119,9 +119,9 @@ class PocketFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         key = self._key(path)
         prefix = f"{key}/" if key else ""
-        files: list[str] = []
+        files: list[dict[str, Any]] = []
         dirs: set[str] = set()
-        for name in self.job.list(prefix):
+        for name, info in self._listing(prefix, detail):
             rest = name[len(prefix) :]
             if not rest:
                 continue  # the directory's own marker
@@ -129,7 +129,7 @@ class PocketFileSystem(AbstractFileSystem):  # type: ignore[misc]
             if sep:
                 dirs.add(prefix + child)
             else:
-                files.append(name)
+                files.append(info)
         if not files and not dirs:
             info = self.info(path)  # a file, an empty directory, or FileNotFoundError
             if info["type"] == "file":
@@ -137,9 +137,16 @@ class PocketFileSystem(AbstractFileSystem):  # type: ignore[misc]
             if key and not self._marked(key):
                 raise FileNotFoundError(f"pocket://{self._path(key)}")
         out = [{"name": self._path(d), "size": 0, "type": "directory"} for d in sorted(dirs)]
-        out += [self._info_of(f) for f in files] if detail else [{"name": self._path(f)}
-                                                                 for f in files]  # fmt: skip
+        out += files
         return out if detail else [o["name"] for o in out]
+
+    def _listing(self, prefix: str, detail: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each key under ``prefix`` with its info (with ``detail``: size, times, checksum,
+        from the listing itself, not a request per key; else its name only)."""
+        if not detail:
+            return ((k, {"name": self._path(k)}) for k in self.job.list(prefix))
+        return ((m.key, self._file(m.key, m.size, m.created, m.checksum, m.version))
+                for m in self.job.list_info(prefix))  # fmt: skip
 
     def _info_of(self, key: str) -> dict[str, Any]:
         meta = self.job.stat(key)
@@ -159,7 +166,7 @@ class PocketFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return {} if detail else []
         prefix = f"{key}/" if key else ""
         out: dict[str, dict[str, Any]] = {}
-        for name in self.job.list(prefix):
+        for name, info in self._listing(prefix, detail):
             rest = name[len(prefix) :]
             if not rest:
                 continue  # the directory's own marker
@@ -172,7 +179,7 @@ class PocketFileSystem(AbstractFileSystem):  # type: ignore[misc]
                     d = self._path(prefix + "/".join(parts[:i]))
                     out.setdefault(d, {"name": d, "size": 0, "type": "directory"})
             if not marker and (maxdepth is None or len(parts) <= maxdepth):
-                out[self._path(name)] = self._info_of(name) if detail else {"name": ""}
+                out[self._path(name)] = info
         names = sorted(out)
         return {n: out[n] for n in names} if detail else names
 

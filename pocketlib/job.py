@@ -9,9 +9,10 @@ batch per node (:mod:`pocketlib.batch`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -32,12 +33,15 @@ from .errors import (
 )
 from .job_routing import RoutedJob
 from .protocol import (
+    LIST_INFO,
     STAT_BODY,
     Buffer,
+    Entry,
     Flag,
     Op,
     ResponseHeader,
     checksum,
+    decode_entries,
     decode_keys,
     decompress,
     validate_key,
@@ -432,31 +436,74 @@ class Job(RoutedJob):
         """Keys starting with ``prefix``, in sorted order, fetched a page at a time (the
         chunks of striped values are not listed)."""
         raw_prefix = validate_prefix(prefix)
-        # Every node's first page now: a node that knows a newer weight map refuses it, and
-        # the listing starts again over the newer map's nodes.
-        firsts = self._fresh(lambda: [self._list_page(n, raw_prefix, b"", page_size)
-                                      for n in self._live_nodes])  # fmt: skip
         streams = [self._list_node(node, raw_prefix, page_size, first)
-                   for node, first in zip(self._live_nodes, firsts, strict=True)]  # fmt: skip
+                   for node, first in self._first_pages(raw_prefix, page_size, False)]  # fmt: skip
         return heapq.merge(*streams)
 
+    def _first_pages(
+        self, prefix: bytes, page_size: int, detail: bool
+    ) -> Sequence[tuple[str, tuple[ResponseHeader, Any]]]:
+        """Every live node's first page now: a node that knows a newer weight map refuses
+        it, and the listing starts again over the newer map's nodes."""
+        return self._fresh(lambda: [(n, self._list_page(n, prefix, b"", page_size, detail))
+                                    for n in self._live_nodes])  # fmt: skip
+
+    def list_info(self, prefix: str = "", *, page_size: int = 1000) -> Iterator[ObjectInfo]:
+        """What :meth:`stat` would say of each key starting with ``prefix``, in key order,
+        a page of keys and their details per request (not a request per key)."""
+        raw_prefix = validate_prefix(prefix)
+        streams = [self._list_infos(node, raw_prefix, page_size, first)
+                   for node, first in self._first_pages(raw_prefix, page_size, True)]  # fmt: skip
+        return heapq.merge(*streams, key=lambda info: info.key)
+
+    def _list_infos(
+        self, node: str, prefix: bytes, page_size: int, page: tuple[ResponseHeader, Any]
+    ) -> Iterator[ObjectInfo]:
+        pages = self._pages(node, prefix, page_size, page, True, decode_entries, _entry_key)
+        for entry in (e for entries in pages for e in entries):
+            if entry.status or _chunk(entry.key):
+                continue  # (deleted since the node read the page; a striped value's chunk)
+            key = entry.key.decode()
+            if entry.flags & _STRIPED:  # the manifest's: its size is not the value's
+                with contextlib.suppress(NotFoundError):  # (deleted meanwhile)
+                    yield self.stat(key)
+                continue
+            size, version, created, expires = LIST_INFO.unpack(entry.value)
+            yield ObjectInfo(key, size, entry.checksum, version, bool(entry.flags & _LZ4),
+                             created, expires or None)  # fmt: skip
+
     def _list_page(
-        self, node: str, prefix: bytes, cursor: bytes, page_size: int
+        self, node: str, prefix: bytes, cursor: bytes, page_size: int, detail: bool = False
     ) -> tuple[ResponseHeader, Any]:
-        return self._call(node, Op.LIST, prefix, body=[cursor], arg=page_size)
+        flags = Flag.DETAIL if detail else 0
+        return self._call(node, Op.LIST, prefix, body=[cursor], arg=page_size, flags=flags)
 
     def _list_node(
         self, node: str, prefix: bytes, page_size: int, page: tuple[ResponseHeader, Any]
     ) -> Iterator[str]:
+        for keys in self._pages(node, prefix, page_size, page, False, decode_keys, bytes):
+            yield from (k.decode() for k in keys if not _chunk(k))
+
+    def _pages(
+        self,
+        node: str,
+        prefix: bytes,
+        page_size: int,
+        page: tuple[ResponseHeader, Any],
+        detail: bool,
+        decode: Callable[[bytes], Sequence[T]],
+        key_of: Callable[[T], bytes],
+    ) -> Iterator[Sequence[T]]:
+        """One node's listing, page after page, from its first ``page``."""
         before = self.ticket
         while True:
             h, body = page
-            keys = decode_keys(body)
-            yield from (k.decode() for k in keys if b"\0" not in k or not stripes.is_chunk_key(k))
-            if not (h.flags & Flag.MORE) or not keys:
+            items = decode(body)
+            yield items
+            if not (h.flags & Flag.MORE) or not items:
                 return
             try:
-                page = self._list_page(node, prefix, keys[-1], page_size)
+                page = self._list_page(node, prefix, key_of(items[-1]), page_size, detail)
             except TransportError:
                 if self._refreshed(before) and node in self._gone and node not in self._lost:
                     return  # retired once it held none of the job's data
@@ -589,6 +636,14 @@ class Job(RoutedJob):
 
     def __repr__(self) -> str:
         return f"<Job {self.ticket.job!r} on {len(self._live_nodes)} node(s)>"
+
+
+def _chunk(raw: bytes) -> bool:
+    return b"\0" in raw and stripes.is_chunk_key(raw)
+
+
+def _entry_key(entry: Entry) -> bytes:
+    return entry.key
 
 
 def _prepare_value(data: Buffer, compress: bool) -> tuple[Buffer, int]:

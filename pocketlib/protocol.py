@@ -47,6 +47,7 @@ __all__ = [
     "REQUEST_HEADER",
     "RESPONSE_HEADER",
     "STAT_BODY",
+    "LIST_INFO",
     "RANGE_ENTRY",
     "MAX_RANGES",
     "MAX_RANGES_BYTES",
@@ -96,6 +97,8 @@ ENTRY = struct.Struct("<HHHHQQ")
 _KEY_LEN = struct.Struct("<H")
 #: STAT response body: created and expiry times (seconds since the epoch; 0 = no expiry).
 STAT_BODY = struct.Struct("<dd")
+#: What a LIST with Flag.DETAIL tells of each key: size, version, created, expires (0: none).
+LIST_INFO = struct.Struct("<QQdd")
 #: One byte range of a GET_RANGES request: offset, length.
 RANGE_ENTRY = struct.Struct("<QQ")
 #: Most ranges one GET_RANGES request may ask for, and most bytes its answer may carry.
@@ -186,6 +189,8 @@ class Flag:
     # PUT: if the value replaced is a striped one's manifest, answer with it (flag STRIPED on
     # the answer, body = the manifest) so the writer can delete its chunks.
     REPLACED = 128
+    # LIST: each key as an entry carrying its flags, checksum and LIST_INFO (not a key list).
+    DETAIL = 256
     #: The flags a put stores with its value.
     STORED = LZ4 | PERSIST | STRIPED
 

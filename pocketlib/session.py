@@ -33,6 +33,7 @@ from .errors import (
 from .node_objects import slice_buffers
 from .protocol import (
     CONTROL_OPS,
+    LIST_INFO,
     MAGIC,
     MAX_META_BODY,
     MAX_WAIT_MS,
@@ -537,7 +538,10 @@ class Session:
         elif op == Op.LIST:
             limit = min(h.arg or 1000, _LIST_PAGE_MAX)
             keys, more = self.tier.list(job, key, body.decode("utf-8", "replace"), limit)
-            out = encode_keys([k.encode() for k in keys])
+            if h.flags & Flag.DETAIL:
+                out = b"".join(encode_entries(self._detail(job, keys)))
+            else:
+                out = encode_keys([k.encode() for k in keys])
             flags = Flag.MORE if more else 0
             size = len(keys)
         elif op == Op.DELETE_PREFIX:
@@ -561,6 +565,20 @@ class Session:
             raise RequestError(f"{OP_NAMES[op]} goes to the controller, not a storage node")
         head = encode_response(h.request_id, flags=flags, length=len(out), size=size)
         conn.sendall(head + out)
+
+    def _detail(self, job: str, keys: list[str]) -> list[Entry]:
+        """LIST with Flag.DETAIL: each key with what STAT would say (a key deleted since the
+        page was read: an entry with its NotFoundError, which still moves the cursor on)."""
+        out = []
+        for key in keys:
+            try:
+                m = self.tier.stat(job, key)
+            except NotFoundError as exc:
+                out.append(_error_entry(key.encode(), exc))
+                continue
+            info = LIST_INFO.pack(m.size, m.version, m.created, m.expires)
+            out.append(Entry(key.encode(), info, 0, m.flags, m.checksum))
+        return out
 
     def _wait(self, h: RequestHeader, job: str, body: bytes) -> list[bytes]:
         """WAIT: block until the keys of ``body`` are stored (or the timeout, or a new map);

@@ -76,6 +76,7 @@ def test_every_read_of_an_old_handle_reflects_the_newer_writes(grown: Any) -> No
         "get_buffer": lambda h, k: bytes(h.get_buffer(k).view) == k.encode() * 3,
         "reader": lambda h, k: h.reader(k).read() == k.encode() * 3,
         "list": lambda h, k: k in list(h.list("k")),
+        "list_info": lambda h, k: k in [i.key for i in h.list_info("k")],
     }
     for name, check in checks.items():
         with fresh() as h:

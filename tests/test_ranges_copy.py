@@ -216,3 +216,30 @@ def test_fsspec_cp_file_copies_on_the_node(two: tuple[LocalCluster, pocketlib.Jo
     assert ops(job, Op.COPY) == copies + 1
     with pytest.raises(FileNotFoundError):
         fs.cp_file("rc/d/none", "rc/d/c")
+
+
+def test_a_detailed_listing_says_what_stat_says_in_a_request_per_page(
+    two: tuple[LocalCluster, pocketlib.Job],
+) -> None:
+    _, job = two
+    job = striping(job)
+    values = {f"li/{i:03d}": os.urandom(i * 10) for i in range(250)}
+    job.put_many(values)
+    job.put("li/z-packed", b"a" * 5000, compress=True)
+    job.put("li/z-striped", os.urandom(2 * STRIPE + 1))
+    stats, lists = ops(job, Op.STAT), ops(job, Op.LIST)
+    infos = list(job.list_info("li/", page_size=100))
+    assert [i.key for i in infos] == sorted([*values, "li/z-packed", "li/z-striped"])
+    # One STAT, for the striped value (its size is in its manifest); pages of 100 per node.
+    assert ops(job, Op.STAT) - stats == 1
+    assert ops(job, Op.LIST) - lists <= 2 * (250 // 100 + 2)
+    for info in infos:
+        assert info == job.stat(info.key)  # the same, field by field
+    fs = PocketFileSystem(job.ticket.to_json())
+    stats = ops(job, Op.STAT)
+    listed = fs.ls("rc/li", detail=True)
+    assert ops(job, Op.STAT) - stats <= 2  # (not one per file)
+    sizes = {e["name"]: e["size"] for e in listed}
+    assert sizes["rc/li/007"] == 70
+    assert sizes["rc/li/z-striped"] == 2 * STRIPE + 1
+    assert fs.find("rc/li", detail=True)["rc/li/010"]["size"] == 100
