@@ -52,7 +52,18 @@ def _shared_job(ticket: str | None, nodes: tuple[str, ...] | None, job: str | No
         return found
 
 
-class PocketFileSystem(AbstractFileSystem):  # type: ignore[misc]
+class _FromEnvironment(type(AbstractFileSystem)):  # type: ignore[misc]
+    """Takes ``POCKET_TICKET`` as the ``ticket`` argument when no job is named, before fsspec
+    looks for a cached instance: instances and pickles then carry the job they serve (a worker
+    process may not have the variable, and it may name another job by the next call)."""
+
+    def __call__(cls, ticket: Any = None, **kwargs: Any) -> Any:
+        if ticket is None and kwargs.get("nodes") is None:
+            ticket = os.environ.get("POCKET_TICKET")
+        return super().__call__(ticket=ticket, **kwargs)
+
+
+class PocketFileSystem(AbstractFileSystem, metaclass=_FromEnvironment):  # type: ignore[misc]
     """fsspec's interface over one pocketlib job (protocol ``pocket``)."""
 
     protocol = "pocket"
@@ -71,8 +82,6 @@ class PocketFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
             ticket = Ticket.parse(ticket).to_json()  # (constructor arguments pickle as text)
         super().__init__(ticket=ticket, nodes=nodes, job=job, **storage_options)
-        if ticket is None and nodes is None:
-            ticket = os.environ.get("POCKET_TICKET")
         if ticket is None and (nodes is None or job is None):
             raise ConfigError("pocket:// needs a job's ticket (ticket=..., or POCKET_TICKET) or "
                               "nodes=[...] and job=... (direct mode)")  # fmt: skip
@@ -321,19 +330,45 @@ class PocketFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
 
 class PocketFile(AbstractBufferedFile):  # type: ignore[misc]
-    """A file of a ``pocket://`` filesystem: reads by byte range; writes stream to the atomic
-    writer and publish on close (nothing if it is closed after an exception)."""
+    """A file of a ``pocket://`` filesystem. Reads see the one value there when it opened,
+    never a mix of two: a small value is read whole on opening, a large one by byte ranges
+    pinned to its version (ConflictError if it is overwritten or deleted meanwhile), with no
+    read-ahead. Writes stream to the atomic writer and publish on close (nothing if it is
+    closed after an exception)."""
 
     fs: PocketFileSystem
 
     def __init__(self, fs: PocketFileSystem, path: str, mode: str = "rb", **kwargs: Any) -> None:
         self._key = fs._key(path)
         self._writer: ObjectWriter | None = None
+        self._version = 0
+        self._whole: bytes | None = None
         kwargs = {k: v for k, v in kwargs.items() if k in _FILE_KWARGS}
+        if mode == "rb":
+            kwargs["size"] = self._pin(fs, path)  # (a size the caller knew may be older)
         super().__init__(fs, path, mode, **kwargs)
 
+    def _pin(self, fs: PocketFileSystem, path: str) -> int:
+        """Fix the version this file reads (a small, compressed or striped value: all of it, in
+        one GET); its size."""
+        if not self._key:
+            raise IsADirectoryError(f"pocket://{fs._path('')} is the job's root directory")
+        try:
+            info = fs.job.stat(self._key)
+            if info.size > _WHOLE_MAX and not (info.compressed or info.striped):
+                self._version = info.version  # its ranges are read from this value only
+                return info.size
+            self._whole = fs.job.get(self._key)
+            return len(self._whole)
+        except NotFoundError:
+            if fs.isdir(path):
+                raise IsADirectoryError(f"pocket://{fs._path(self._key)} is a directory") from None
+            raise FileNotFoundError(f"pocket://{fs._path(self._key)}") from None
+
     def _fetch_range(self, start: int, end: int) -> bytes:
-        return self.fs.job.get_range(self._key, start, end)
+        if self._whole is not None:
+            return self._whole[start:end]
+        return self.fs.job.get_range(self._key, start, end, version=self._version)
 
     def _initiate_upload(self) -> None:
         self._writer = self.fs.job.writer(self._key)
@@ -366,3 +401,6 @@ def _magic(path: str) -> bool:
 
 
 _FILE_KWARGS = {"block_size", "autocommit", "cache_type", "cache_options", "size"}
+#: Files of values up to this size read all of it when they open: one GET, which no overwrite
+#: can tear, instead of a request per range read.
+_WHOLE_MAX = 4 * 1024 * 1024

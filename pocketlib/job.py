@@ -292,15 +292,21 @@ class Job(RoutedJob):
             return stripes.get_into(self, raw, got, target, delete_after_read)
         return int(got)
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of the value, clamped to its end like a slice."""
+    def get_range(self, key: str, start: int, end: int, *, version: int = 0) -> bytes:
+        """Bytes ``[start, end)`` of the value, clamped to its end like a slice.
+
+        With ``version`` (an :class:`ObjectInfo`'s), only of that value: ConflictError if the
+        key was overwritten or deleted since (reads of one file never mix two values).
+        """
         if start < 0 or end < start:
             raise RequestError(f"bad range [{start}, {end})")
-        return self._read(key, lambda n, r: self._get_range_at(n, r, key, start, end))
+        return self._read(key, lambda n, r: self._get_range_at(n, r, key, start, end, version))
 
-    def _get_range_at(self, node: str, raw: bytes, key: str, start: int, end: int) -> bytes:
+    def _get_range_at(
+        self, node: str, raw: bytes, key: str, start: int, end: int, version: int = 0
+    ) -> bytes:
         h, data = self._call(
-            node, Op.GET, raw, flags=Flag.RANGE, offset=start, length=end - start,
+            node, Op.GET, raw, flags=Flag.RANGE, offset=start, length=end - start, arg=version,
             read=Connection.read_value,
         )  # fmt: skip
         if h.flags & _SPECIAL:
