@@ -115,7 +115,7 @@ class PocketFileSystem(AbstractFileSystem, metaclass=_FromEnvironment):  # type:
         except NotFoundError:
             pass
         else:
-            return self._file(key, meta.size, meta.created, meta.checksum, meta.version)
+            return self._file(key, meta.length, meta.created, meta.checksum, meta.version)
         if next(iter(self.job.list(key + "/", page_size=1)), None) is not None:
             return {"name": self._path(key), "size": 0, "type": "directory"}
         raise FileNotFoundError(f"pocket://{self._path(key)}")
@@ -154,12 +154,12 @@ class PocketFileSystem(AbstractFileSystem, metaclass=_FromEnvironment):  # type:
         from the listing itself, not a request per key; else its name only)."""
         if not detail:
             return ((k, {"name": self._path(k)}) for k in self.job.list(prefix))
-        return ((m.key, self._file(m.key, m.size, m.created, m.checksum, m.version))
+        return ((m.key, self._file(m.key, m.length, m.created, m.checksum, m.version))
                 for m in self.job.list_info(prefix))  # fmt: skip
 
     def _info_of(self, key: str) -> dict[str, Any]:
         meta = self.job.stat(key)
-        return self._file(key, meta.size, meta.created, meta.checksum, meta.version)
+        return self._file(key, meta.length, meta.created, meta.checksum, meta.version)
 
     def _marked(self, key: str) -> bool:
         return bool(self.job.exists(key + "/"))

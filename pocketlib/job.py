@@ -88,6 +88,12 @@ class ObjectInfo:
     expires: float | None
     #: Stored as chunks over the job's nodes (size and checksum are the whole value's).
     striped: bool = False
+    #: The value's own length, as :meth:`Job.get` returns it (``size`` unless compressed).
+    length: int = -1
+
+    def __post_init__(self) -> None:
+        if self.length < 0:
+            object.__setattr__(self, "length", self.size)
 
 
 class Job(RoutedJob):
@@ -398,12 +404,13 @@ class Job(RoutedJob):
 
     def _stat_at(self, node: str, raw: bytes, key: str) -> ObjectInfo:
         h, body = self._call(node, Op.STAT, raw)
-        created, expires = STAT_BODY.unpack(body)
+        created, expires, length = STAT_BODY.unpack(body)
         if h.flags & _STRIPED:  # a manifest: the whole value's size and checksum are in it
             return stripes.stat(self, node, raw, key, h.version, created, expires or None)
         return ObjectInfo(
-            key, h.size, h.checksum, h.version, bool(h.flags & _LZ4), created, expires or None
-        )
+            key, h.size, h.checksum, h.version, bool(h.flags & _LZ4), created, expires or None,
+            length=length,
+        )  # fmt: skip
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` is stored."""
@@ -474,9 +481,9 @@ class Job(RoutedJob):
                 with contextlib.suppress(NotFoundError):  # (deleted meanwhile)
                     yield self.stat(key)
                 continue
-            size, version, created, expires = LIST_INFO.unpack(entry.value)
+            size, version, created, expires, length = LIST_INFO.unpack(entry.value)
             yield ObjectInfo(key, size, entry.checksum, version, bool(entry.flags & _LZ4),
-                             created, expires or None)  # fmt: skip
+                             created, expires or None, length=length)  # fmt: skip
 
     def _list_page(
         self, node: str, prefix: bytes, cursor: bytes, page_size: int, detail: bool = False

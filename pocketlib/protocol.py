@@ -96,9 +96,11 @@ RESPONSE_HEADER = struct.Struct("<2sBBHHIIQQQQ")
 ENTRY = struct.Struct("<HHHHQQ")
 _KEY_LEN = struct.Struct("<H")
 #: STAT response body: created and expiry times (seconds since the epoch; 0 = no expiry).
-STAT_BODY = struct.Struct("<dd")
-#: What a LIST with Flag.DETAIL tells of each key: size, version, created, expires (0: none).
-LIST_INFO = struct.Struct("<QQdd")
+#: STAT's answer: created, expires (0: none), and the value's own length (a compressed value's
+#: length once decompressed; a striped value's manifest: 0, the client reads it).
+STAT_BODY = struct.Struct("<ddQ")
+#: What a LIST with Flag.DETAIL tells of each key: size, version, then STAT_BODY's fields.
+LIST_INFO = struct.Struct("<QQddQ")
 #: One byte range of a GET_RANGES request: offset, length.
 RANGE_ENTRY = struct.Struct("<QQ")
 #: Most ranges one GET_RANGES request may ask for, and most bytes its answer may carry.

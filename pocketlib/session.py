@@ -520,7 +520,7 @@ class Session:
         if op == Op.STAT:
             _check_key(key)
             meta = self.tier.stat(job, key)
-            out = STAT_BODY.pack(meta.created, meta.expires)
+            out = STAT_BODY.pack(meta.created, meta.expires, self._length(job, key, meta))
             head = encode_response(
                 h.request_id, flags=meta.flags, length=len(out), value_checksum=meta.checksum,
                 size=meta.size, version=meta.version,
@@ -566,6 +566,20 @@ class Session:
         head = encode_response(h.request_id, flags=flags, length=len(out), size=size)
         conn.sendall(head + out)
 
+    def _length(self, job: str, key: str, meta: ObjectMeta) -> int:
+        """The value's own length: its size, or for a compressed value the length the lz4
+        block stores in its first 4 bytes (0 for a striped value's manifest)."""
+        if meta.flags & Flag.STRIPED:
+            return 0
+        if not meta.flags & Flag.LZ4:
+            return meta.size
+        try:
+            with self.tier.lease(job, key) as lease:
+                head = b"".join(slice_buffers(lease.buffers, 0, 4))
+        except NotFoundError:
+            return 0  # (deleted just now)
+        return int.from_bytes(head, "little") if len(head) == 4 else 0
+
     def _detail(self, job: str, keys: list[str]) -> list[Entry]:
         """LIST with Flag.DETAIL: each key with what STAT would say (a key deleted since the
         page was read: an entry with its NotFoundError, which still moves the cursor on)."""
@@ -576,7 +590,8 @@ class Session:
             except NotFoundError as exc:
                 out.append(_error_entry(key.encode(), exc))
                 continue
-            info = LIST_INFO.pack(m.size, m.version, m.created, m.expires)
+            info = LIST_INFO.pack(m.size, m.version, m.created, m.expires,
+                                  self._length(job, key, m))  # fmt: skip
             out.append(Entry(key.encode(), info, 0, m.flags, m.checksum))
         return out
 

@@ -329,7 +329,17 @@ def stat(
         m = manifest_at(job, node, raw, version)
     except ConflictError:  # overwritten since the STAT: look again
         return job._stat_at(node, raw, key)
-    return ObjectInfo(key, m.size, m.checksum, version, m.lz4, created, expires, True)
+    length = _lz4_length(job, raw, m) if m.lz4 else m.size
+    return ObjectInfo(key, m.size, m.checksum, version, m.lz4, created, expires, True, length)
+
+
+def _lz4_length(job: Job, raw: bytes, m: Manifest) -> int:
+    """A compressed striped value's own length: the lz4 block stores it in its first 4 bytes,
+    the start of chunk 0."""
+    _, head = job._read(m.chunk_key(raw, 0).decode(), lambda n, r: job._call(
+        n, Op.GET, r, flags=Flag.RANGE, offset=0, length=4, read=Connection.read_value,
+    ))  # fmt: skip
+    return int.from_bytes(head, "little")
 
 
 def _explain(job: Job, raw: bytes, m: Manifest, index: int, taken: bool) -> PocketError:

@@ -187,12 +187,13 @@ def test_compressed_values_read_whole_through_files(job: pocketlib.Job, ticket: 
     pd.testing.assert_frame_equal(got, df)
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="fs.info reports a compressed value's stored size, and DuckDB sizes "
-                          "files by fs.size: it needs the value's size from Job.stat")  # fmt: skip
 def test_duckdb_reads_a_compressed_value(job: pocketlib.Job, fs: PocketFileSystem) -> None:
     duckdb = pytest.importorskip("duckdb")
     df = compressed_parquet(job, "lz4/duck.parquet")
+    info = job.stat("lz4/duck.parquet")
+    assert info.compressed
+    assert info.size < info.length == len(job.get("lz4/duck.parquet"))
+    assert fs.size(f"{JOB}/lz4/duck.parquet") == info.length  # DuckDB sizes files by it
     con = duckdb.connect()
     con.register_filesystem(fs)
     got = con.execute(f"SELECT count(*), sum(k) FROM 'pocket://{JOB}/lz4/duck.parquet'").fetchone()

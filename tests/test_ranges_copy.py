@@ -235,6 +235,9 @@ def test_a_detailed_listing_says_what_stat_says_in_a_request_per_page(
     assert ops(job, Op.LIST) - lists <= 2 * (250 // 100 + 2)
     for info in infos:
         assert info == job.stat(info.key)  # the same, field by field
+    packed = next(i for i in infos if i.key == "li/z-packed")
+    assert packed.compressed
+    assert packed.size < packed.length == 5000  # stored size; the value's own length
     fs = PocketFileSystem(job.ticket.to_json())
     stats = ops(job, Op.STAT)
     listed = fs.ls("rc/li", detail=True)

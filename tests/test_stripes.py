@@ -407,6 +407,7 @@ def test_compressed_values_stripe_their_compressed_bytes(job: Job) -> None:
     assert info.striped
     assert info.compressed
     assert (info.size, info.checksum) == (len(stored), checksum(stored))
+    assert info.length == len(value)  # from the lz4 block's header, at the start of chunk 0
     assert job.get("c") == value
     buf = bytearray(len(value))
     assert job.get_into("c", buf) == len(value)
