@@ -18,10 +18,20 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.ipc
 
+from .arrow_shuffle import shuffle_read, shuffle_write
 from .errors import NotFoundError
 from .filesystem import PocketFileSystem
 
-__all__ = ["PocketHandler", "dataset", "filesystem", "read_table", "write_dataset", "write_table"]
+__all__ = [
+    "PocketHandler",
+    "dataset",
+    "filesystem",
+    "read_table",
+    "shuffle_read",
+    "shuffle_write",
+    "write_dataset",
+    "write_table",
+]
 
 
 def filesystem(

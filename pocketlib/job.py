@@ -132,6 +132,35 @@ class Job(RoutedJob):
         put = lambda: self._put(key, data, ttl, compress, persist)  # noqa: E731
         self._fresh(put, _WRITE_RETRIES, settle=True)
 
+    def put_filled(
+        self, key: str, size: int, fill: Callable[[memoryview], None], *, ttl: float | None = None
+    ) -> None:
+        """Store a value of ``size`` bytes that ``fill(view)`` writes into the writable
+        ``view`` it is given: the node's own memory when the node is on this host (the value
+        is made in place, with no copy), else a fresh buffer that is then put. ``fill`` may be
+        called again if the put is repeated (a newer ticket); it must fill all of ``view``."""
+        raw = validate_key(key)
+        ttl_ms = _ttl_ms(ttl)
+
+        def put() -> None:
+            node = self._node_for(raw)
+            in_place = _SHARED_PUT_MIN <= size <= self._stripe_above
+            arena = self.client.arena(node) if in_place else None
+            if arena is None:
+                buf = memoryview(bytearray(size))
+                fill(buf)
+                self._put_whole_or_striped(node, raw, buf, 0, ttl)
+            else:
+                replacing = Flag.REPLACED if self._may_stripe else 0
+                old = shared.put_filled(self.client, arena, node, self._prefix(node), raw, size,
+                                        fill, replacing, ttl_ms)  # fmt: skip
+                if old is not None:
+                    stripes.drop_chunks(self, raw, old)
+            if not self._single:
+                self._drop_older(raw)
+
+        self._fresh(put, _WRITE_RETRIES, settle=True)
+
     def _put(
         self, key: str, data: Buffer, ttl: float | None, compress: bool, persist: bool
     ) -> None:

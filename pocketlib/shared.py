@@ -42,7 +42,16 @@ _POPULATE_WRITE: int | None = getattr(
 #: The arena is prefaulted for writing in chunks of this size, each once per process.
 _PREFAULT_CHUNK = 64 * 1024
 
-__all__ = ["BytesReader", "SharedArena", "SharedBuffer", "buffer", "get", "open_arena", "put"]
+__all__ = [
+    "BytesReader",
+    "SharedArena",
+    "SharedBuffer",
+    "buffer",
+    "get",
+    "open_arena",
+    "put",
+    "put_filled",
+]
 
 
 class SharedArena:
@@ -299,22 +308,75 @@ def put(
     hash hides behind that round trip instead of adding to it.
 
     Returns the manifest of the striped value the put replaced, if it asked (flag REPLACED)."""
+
+    def hashed() -> int:
+        return checksum(data) if value_checksum is None else value_checksum
+
+    def fill(extents: list[tuple[int, int]], digest: int) -> int:
+        arena.write(extents, data)
+        return digest
+
+    return _reserved_put(client, arena, node, prefix, key, len(data), hashed, fill, flags, ttl_ms)
+
+
+def put_filled(
+    client: Client,
+    arena: SharedArena,
+    node: str,
+    prefix: tuple[bytes, bytes, int],
+    key: bytes,
+    size: int,
+    fill: Callable[[memoryview], None],
+    flags: int,
+    ttl_ms: int,
+) -> bytes | None:
+    """As :func:`put`, for a value of ``size`` bytes that ``fill(view)`` writes into a
+    writable ``view`` of exactly that size: the reserved space itself when it is one piece
+    (the value is produced straight into the node's memory, no copy), else a scratch buffer
+    copied in. The value is hashed from the arena after it is written."""
+
+    def write(extents: list[tuple[int, int]], _: int) -> int:
+        if len(extents) == 1:
+            offset, length = extents[0]
+            arena._prefault(offset, length)
+            view = arena.view[offset : offset + length]
+            fill(view)
+            return checksum(view)
+        scratch = memoryview(bytearray(size))
+        fill(scratch)
+        arena.write(extents, scratch)
+        return checksum(scratch)
+
+    return _reserved_put(client, arena, node, prefix, key, size, lambda: 0, write, flags, ttl_ms)
+
+
+def _reserved_put(
+    client: Client,
+    arena: SharedArena,
+    node: str,
+    prefix: tuple[bytes, bytes, int],
+    key: bytes,
+    size: int,
+    early: Callable[[], int],
+    write: Callable[[list[tuple[int, int]], int], int],
+    flags: int,
+    ttl_ms: int,
+) -> bytes | None:
+    """SHM_RESERVE of ``size`` bytes; ``early()`` while the node answers; ``write(extents,
+    early's result)`` (returns the value's checksum); SHM_COMMIT."""
     job, token, version = prefix
     pool = client.pools[node]
     conn = pool.acquire()
     try:
         rid = next(client._ids) & 0xFFFFFFFF
-        reserve = pack_request(
-            Op.SHM_RESERVE, rid, 0, job, token, b"", 0, len(data), 0, 0, 0, version
-        )
+        reserve = pack_request(Op.SHM_RESERVE, rid, 0, job, token, b"", 0, size, 0, 0, 0, version)
         conn.send((reserve,))
-        if value_checksum is None:
-            value_checksum = checksum(data)
+        digest = early()
         h = conn.read_header(rid)
-        arena.write(decode_extents(conn.read_body(h.length)), data)
+        value_checksum = write(decode_extents(conn.read_body(h.length)), digest)
         done = next(client._ids) & 0xFFFFFFFF
         frame = pack_request(
-            Op.SHM_COMMIT, done, flags, job, token, key, 0, len(data), ttl_ms, rid, value_checksum,
+            Op.SHM_COMMIT, done, flags, job, token, key, 0, size, ttl_ms, rid, value_checksum,
             version,
         )  # fmt: skip
         conn.send((frame,))

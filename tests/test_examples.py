@@ -50,3 +50,15 @@ def test_video_analytics() -> None:
     assert "decoded 192 frames of 8 segments" in out
     assert "the square was in view during frames [(38, 76), (115, 153)]: as drawn" in out
     assert "frames left in the job: 0" in out
+
+
+def test_tpch_query_matches_a_single_process_run() -> None:
+    pytest.importorskip("pyarrow")
+    done = subprocess.run([sys.executable, str(EXAMPLES / "tpch_query.py"), "--scale", "0.01",
+                           "--parts", "3", "--reducers", "3", "--workers", "2"],
+                          capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    out = done.stdout
+    assert "customer 1,500 rows, orders 15,000 rows" in out
+    assert "stages 2-3: 6 scans shuffled their rows by orderkey to 3 joins" in out
+    assert out.count("  order ") == 10
+    assert "in one process: identical; shuffle objects left: 0" in out

@@ -64,6 +64,32 @@ def test_each_size_takes_the_path_that_wins_on_this_host(local_job: pocketlib.Jo
     assert local_job.get("prefaulted") == value
 
 
+def test_a_value_is_made_in_place_in_the_nodes_memory(
+    local_job: pocketlib.Job, node: NodeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value = os.urandom(2 * MiB)
+    seen: list[int] = []
+
+    def fill(view: memoryview) -> None:
+        seen.append(len(view))
+        view[:] = value
+
+    before = shm_ops(local_job)
+    local_job.put_filled("made", len(value), fill)
+    assert local_job.get("made") == value
+    assert seen == [len(value)]
+    after = shm_ops(local_job)
+    assert after.get("shm_commit", 0) == before.get("shm_commit", 0) + 1
+    local_job.put_filled("small", 10, lambda v: v.__setitem__(slice(None), b"0123456789"))
+    assert local_job.get("small") == b"0123456789"  # (below the crossover: through the socket)
+    monkeypatch.setenv("POCKET_SHARED_MEMORY", "0")
+    with pocketlib.connect([str(node.address)], job=local_job.name) as remote:
+        before = shm_ops(remote)
+        remote.put_filled("made", len(value), lambda v: v.__setitem__(slice(None), value[::-1]))
+        assert shm_ops(remote) == before  # filled in a buffer of its own, then put
+    assert local_job.get("made") == value[::-1]
+
+
 def test_switched_off_it_is_not_used(node: NodeProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POCKET_SHARED_MEMORY", "0")
     with pocketlib.connect([str(node.address)], job=f"tcp-only-{os.getpid()}") as job:

@@ -142,7 +142,8 @@ class FunctionExecutor:
         reduce_func: Callable[..., Any],
         *,
         reducers: int,
-        partition: Callable[[Any, int], int] | None = None,
+        by: str | Sequence[str] | None = None,
+        partition: Callable[..., Any] | None = None,
         raw: bool = False,
         timeout: float | None = None,
     ) -> list[cf.Future[Any]]:
@@ -155,12 +156,20 @@ class FunctionExecutor:
         keys makes the reducers' outputs follow in key order. With ``raw``, ``map_func``
         partitions itself: it returns one bytes-like part per reducer (for bulk binary data,
         a sort's records), and ``reduce_func`` gets the list of its parts, one per mapper in
-        mapper order. Reducers wait on the nodes for their parts (``timeout`` seconds at
-        most), so they may start before the mappers end."""
+        mapper order. With ``by`` (a column name, or several), ``map_func`` returns a
+        ``pyarrow.Table`` that is shuffled by those key columns
+        (:func:`pocketlib.arrow_shuffle.shuffle_write`: a stable hash of the key, or
+        ``partition``, a RangePartitioner over the one key column or a callable ``(table,
+        reducers) -> ids``) and ``reduce_func`` gets one table: its rows from every mapper.
+        Reducers wait on the nodes for their parts (``timeout`` seconds at most), so they may
+        start before the mappers end."""
         if self.job is None:
             raise ConfigError("a shuffle goes through a job: give the executor one (job=...)")
         if reducers < 1:
             raise ConfigError(f"reducers must be at least 1, not {reducers}")
+        if by is not None and raw:
+            raise ConfigError("a shuffle is of tables (by=...) or of raw parts, not both")
+        mode: Any = raw if by is None else ("arrow", by)
         items = list(iterdata)
         ticket = self.job.ticket.to_json()
         shuffle = f"shuffle/{secrets.token_hex(6)}"
@@ -170,7 +179,7 @@ class FunctionExecutor:
         for m, item in enumerate(items):
             args, kwargs = _arguments(item)
             payload = self._by_reference({"args": list(args), "kwargs": kwargs})
-            task = (mapper, payload, ticket, shuffle, m, reducers, partition, raw)
+            task = (mapper, payload, ticket, shuffle, m, reducers, partition, mode)
             maps.append(self._pool.submit(_map_task, *task))
             maps[-1].add_done_callback(lambda f: _abort_if_failed(f, job, shuffle))
         self.futures += maps
@@ -181,7 +190,7 @@ class FunctionExecutor:
         )
         futures = []
         for r in range(reducers):
-            work = (reducer, ticket, shuffle, r, len(items), timeout, self.threshold, raw)
+            work = (reducer, ticket, shuffle, r, len(items), timeout, self.threshold, mode)
             future = self._resolving(self._pool.submit(_reduce_task, *work))
             futures.append(_failing_with_mappers(future, maps))
         self.futures += futures
@@ -359,17 +368,29 @@ def _attach(ticket: str) -> Job:
 
 def _map_task(blob: tuple[bytes, bytes, bool], payload: dict[str, Any], ticket: str,
               shuffle: str, mapper: int, reducers: int,
-              partition: Callable[[Any, int], int] | None = None,
-              raw: bool = False) -> int:  # fmt: skip
-    """A mapper: its records partitioned and published, one object per reducer."""
+              partition: Callable[..., Any] | None = None,
+              mode: bool | tuple[str, Any] = False) -> int:  # fmt: skip
+    """A mapper: its records partitioned and published, one object per reducer (``mode``:
+    records, raw parts when True, or ``("arrow", by)``: a table shuffled by its key columns)."""
     from .shuffle import ShuffleWriter
 
     job = _attach(ticket)
     payload = resolve(payload, job)
     kwargs = dict(payload["kwargs"], **({"job": job} if blob[2] else {}))
     records = _function(blob)(*payload["args"], **kwargs)
+    if isinstance(mode, tuple):
+        from ..arrow_shuffle import shuffle_write
+
+        if not _is_table(records):
+            raise ConfigError(f"with by=..., a mapper returns a pyarrow Table, not "
+                              f"{type(records).__name__}")  # fmt: skip
+        shuffle_write(job, shuffle, mapper, records, by=mode[1], partitions=reducers,
+                      partitioner=partition)  # fmt: skip
+        return mapper
+    if _is_table(records):
+        raise ConfigError("a mapper returned a pyarrow Table: name its key column(s) with by=")
     with ShuffleWriter(job, shuffle, mapper, reducers) as out:
-        if raw:
+        if mode:
             parts = list(records)
             if len(parts) != reducers:
                 raise ConfigError(f"a raw mapper returns {reducers} parts, not {len(parts)}")
@@ -382,16 +403,29 @@ def _map_task(blob: tuple[bytes, bytes, bool], payload: dict[str, Any], ticket: 
     return mapper
 
 
+def _is_table(value: Any) -> bool:
+    """Whether ``value`` is a pyarrow Table (without importing pyarrow if it is not loaded)."""
+    pa = sys.modules.get("pyarrow")
+    return pa is not None and isinstance(value, pa.Table)
+
+
 def _reduce_task(blob: tuple[bytes, bytes, bool], ticket: str, shuffle: str, reducer: int,
                  mappers: int, timeout: float | None, threshold: int,
-                 raw: bool = False) -> Any:  # fmt: skip
+                 mode: bool | tuple[str, Any] = False) -> Any:  # fmt: skip
     """A reducer: its partition from every mapper (waited for on the nodes), reduced."""
     from .shuffle import ShuffleReader
 
     job = _attach(ticket)
-    reader = ShuffleReader(job, shuffle, reducer, mappers)
-    records: Any = reader.read(timeout=timeout) if raw else reader.read_records(timeout=timeout)
+    records: Any
+    if isinstance(mode, tuple):
+        from ..arrow_shuffle import shuffle_read
+
+        records = shuffle_read(job, shuffle, reducer, mappers=mappers, timeout=timeout)
+    else:
+        reader = ShuffleReader(job, shuffle, reducer, mappers)
+        records = reader.read(timeout=timeout) if mode else reader.read_records(timeout=timeout)
     result = _function(blob)(records, **({"job": job} if blob[2] else {}))
+    del records  # (a table over the node's memory: its space is freed with it)
     return offload(result, job, threshold=threshold, pickled=True)
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import bisect
 import pickle
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, NotFoundError, PocketError, PocketTimeoutError
-from ..protocol import checksum
+from ..protocol import Buffer, checksum
 
 if TYPE_CHECKING:
     from ..job import Job
@@ -55,12 +55,50 @@ __all__ = [
     "abort",
     "part_key",
     "partition_of",
+    "publish",
+    "wait_for_parts",
 ]
 
 
 def part_key(shuffle: str, reducer: int, mapper: int) -> str:
     """The key of mapper ``mapper``'s output for reducer ``reducer``."""
     return f"{shuffle}/r{reducer}/m{mapper}"
+
+
+def publish(
+    job: Job,
+    shuffle: str,
+    mapper: int,
+    parts: Sequence[Buffer] | Mapping[int, Buffer],
+    *,
+    ttl: float | None = None,
+) -> None:
+    """Publish mapper ``mapper``'s output: ``parts[r]`` for reducer r (a mapper publishes
+    every reducer's, an empty one included), each object stored atomically, in one batched
+    ``put_many``."""
+    items = parts.items() if isinstance(parts, Mapping) else enumerate(parts)
+    job.put_many({part_key(shuffle, r, mapper): p for r, p in items}, ttl=ttl)
+
+
+def wait_for_parts(job: Job, shuffle: str, keys: Sequence[str], timeout: float | None) -> None:
+    """Return once every key of ``keys`` (a reducer's parts) is stored; the nodes answer when
+    they are, and between waits of at most a second the shuffle's abort marker is looked for
+    (ShuffleAbortedError if it is there; PocketTimeoutError after ``timeout``)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        try:
+            job.wait_for(keys, timeout=_ABORT_CHECK if left is None
+                         else max(0.0, min(_ABORT_CHECK, left)))  # fmt: skip
+            return
+        except PocketTimeoutError as timed_out:
+            try:
+                reason = job.get(abort_key(shuffle)).decode()
+            except NotFoundError:
+                if left is not None and left <= _ABORT_CHECK:
+                    raise timed_out from None  # the caller's timeout, not the marker's miss
+                continue
+            raise ShuffleAbortedError(f"shuffle {shuffle!r} aborted: {reason}") from None
 
 
 def partition_of(key: Any, reducers: int) -> int:
@@ -136,9 +174,8 @@ class ShuffleWriter:
         """Publish: one object per reducer, stored atomically each (batched per node)."""
         if self._closed:
             return
-        items = {part_key(self.shuffle, r, self.mapper): b"".join(p)
-                 for r, p in enumerate(self._parts)}  # fmt: skip
-        self.job.put_many(items, ttl=self.ttl)
+        parts = [b"".join(p) for p in self._parts]
+        publish(self.job, self.shuffle, self.mapper, parts, ttl=self.ttl)
         self._closed = True
         self._parts = []
 
@@ -174,21 +211,7 @@ class ShuffleReader:
     def wait(self, timeout: float | None = None) -> None:
         """Return once every mapper's part is published; the nodes answer when they are, and
         between waits of at most a second the shuffle's abort marker is looked for."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            try:
-                self.job.wait_for(self.keys, timeout=_ABORT_CHECK if left is None
-                                  else max(0.0, min(_ABORT_CHECK, left)))  # fmt: skip
-                return
-            except PocketTimeoutError as timed_out:
-                try:
-                    reason = self.job.get(abort_key(self.shuffle)).decode()
-                except NotFoundError:
-                    if left is not None and left <= _ABORT_CHECK:
-                        raise timed_out from None  # the caller's timeout, not the marker's miss
-                    continue
-                raise ShuffleAbortedError(f"shuffle {self.shuffle!r} aborted: {reason}") from None
+        wait_for_parts(self.job, self.shuffle, self.keys, timeout)
 
     def read_records(self, *, timeout: float | None = None, free: bool = True) -> list[Any]:
         """The ``(key, value)`` records :meth:`ShuffleWriter.write_records` sent here."""
