@@ -5,12 +5,14 @@
 for reading gives a ``pa.BufferReader`` over the whole value: when the node is on this host,
 the buffer *is* the node's memory (a leased, read-only view of its shared-memory tier, held
 until the last Arrow buffer over it is freed), so Arrow IPC and Parquet readers slice it without
-copying; otherwise one ``get`` brings the value. Output streams go through the atomic writer.
-Paths are ``<job>/<key>`` (pyarrow strips the ``pocket://`` scheme).
+copying; otherwise a ``stat`` and one ``get_into`` read the value into Arrow's memory pool.
+Output streams go through the atomic writer. Paths are ``<job>/<key>`` (pyarrow strips the
+``pocket://`` scheme).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,9 +20,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.ipc
 
+from .arrow_buffers import arrow_buffer
 from .arrow_shuffle import shuffle_read, shuffle_write
-from .errors import NotFoundError
+from .errors import NotFoundError, RequestError
 from .filesystem import PocketFileSystem
+from .protocol import validate_key
 
 __all__ = [
     "PocketHandler",
@@ -39,9 +43,16 @@ def filesystem(
     *,
     nodes: Sequence[str] | None = None,
     job: str | None = None,
+    verify: bool = True,
 ) -> pafs.PyFileSystem:
-    """A pyarrow filesystem over a job (arguments as :class:`PocketFileSystem`'s)."""
-    return pafs.PyFileSystem(PocketHandler(PocketFileSystem(ticket, nodes=nodes, job=job)))
+    """A pyarrow filesystem over a job (arguments as :class:`PocketFileSystem`'s).
+
+    ``verify=False`` maps files of a co-located node without checking them against their
+    checksums (see :meth:`Job.get_buffer <pocketlib.job.Job.get_buffer>`): a zero-copy read
+    then costs nothing per byte.
+    """
+    fs = PocketFileSystem(ticket, nodes=nodes, job=job)
+    return pafs.PyFileSystem(PocketHandler(fs, verify=verify))
 
 
 def _path(url: str) -> str:
@@ -58,9 +69,10 @@ def write_table(table: pa.Table, url: str, *, ticket: str | None = None) -> None
     fs.job.put(fs._key(_path(url)), sink.getvalue())
 
 
-def read_table(url: str, *, ticket: str | None = None) -> pa.Table:
-    """The Arrow IPC table at ``url``: over the node's memory when it is on this host."""
-    handler = PocketHandler(PocketFileSystem(ticket))
+def read_table(url: str, *, ticket: str | None = None, verify: bool = True) -> pa.Table:
+    """The Arrow IPC table at ``url``: over the node's memory when it is on this host
+    (``verify`` as :func:`filesystem`'s)."""
+    handler = PocketHandler(PocketFileSystem(ticket), verify=verify)
     return pa.ipc.open_file(handler.open_input_file(_path(url))).read_all()
 
 
@@ -97,17 +109,21 @@ def dataset(url: str, *, format: str = "parquet", partitioning: Any = "hive",
 class PocketHandler(pafs.FileSystemHandler):  # type: ignore[misc]
     """pyarrow's ``FileSystemHandler`` over a ``pocket://`` filesystem."""
 
-    def __init__(self, fs: PocketFileSystem) -> None:
+    def __init__(self, fs: PocketFileSystem, *, verify: bool = True) -> None:
         self.fs = fs
+        #: Whether input files mapped from a co-located node are checked against checksums.
+        self.verify = verify
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, PocketHandler) and other.fs == self.fs
+        return (
+            isinstance(other, PocketHandler) and other.fs == self.fs and other.verify == self.verify
+        )
 
     def __ne__(self, other: object) -> bool:
         return not self == other
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (PocketHandler, (self.fs,))
+        return (functools.partial(PocketHandler, verify=self.verify), (self.fs,))
 
     def get_type_name(self) -> str:
         return "pocket"
@@ -177,16 +193,32 @@ class PocketHandler(pafs.FileSystemHandler):  # type: ignore[misc]
     # -- files --------------------------------------------------------------------------------
     def _buffer(self, path: str) -> pa.Buffer:
         key = self.fs._key(path)
+        job = self.fs.job
         try:
-            held = self.fs.job.get_buffer(key)
+            if job.client.arena(job.router.write_node(validate_key(key))) is None:
+                fetched = self._fetched(key)
+                if fetched is not None:
+                    return fetched
+            # The node's own memory when co-located: an Arrow buffer at its address that keeps
+            # the lease (and so the value's space) alive while any Arrow buffer over it lives.
+            return arrow_buffer(job, key, verify=self.verify)[0]
         except NotFoundError:
             raise FileNotFoundError(path) from None
-        view = pa.py_buffer(held.view)
-        if not held.leased:  # a copy (a remote node): Arrow may own it as it is
-            return view
-        # The node's own memory: an Arrow buffer at its address that keeps the lease (and so
-        # the value's space) alive for as long as any Arrow buffer over it lives.
-        return pa.foreign_buffer(view.address, view.size, base=held)
+
+    def _fetched(self, key: str) -> pa.Buffer | None:
+        """The value read over the network into a buffer of Arrow's memory pool, or None if
+        it kept changing size. A fresh ``bytes`` of tens of MiB per file costs the kernel a
+        page fault per 4 KiB (a ``get`` of 64 MiB took twice as long); the pool reuses its
+        pages. NotFoundError if the key is absent."""
+        for _ in range(2):
+            length = self.fs.job.stat(key).length
+            buffer = pa.allocate_buffer(length)
+            try:
+                n = self.fs.job.get_into(key, buffer)
+            except RequestError:  # replaced by a larger value since the stat
+                continue
+            return buffer if n == length else buffer.slice(0, n)
+        return None
 
     def open_input_stream(self, path: str) -> pa.NativeFile:
         return pa.BufferReader(self._buffer(path))

@@ -396,7 +396,9 @@ class Job(RoutedJob):
             stripes.drop_chunks(self, raw_dst, bytes(old))
         return True
 
-    def get_buffer(self, key: str, *, delete_after_read: bool = False) -> SharedBuffer:
+    def get_buffer(
+        self, key: str, *, delete_after_read: bool = False, verify: bool = True
+    ) -> SharedBuffer:
         """A read-only buffer over the value, without a copy when the node is on this host.
 
         Use it as a context manager or call ``release()``: until then the node keeps the
@@ -404,11 +406,17 @@ class Job(RoutedJob):
         or overwritten meanwhile (with ``delete_after_read`` the key is deleted at once and
         the space freed on release). From a remote node (or a compressed value) the buffer
         holds a copy, as it does for a striped value.
+
+        Every read checks the value against its checksum, a pass over its bytes that is most
+        of the time of a zero-copy read. ``verify=False`` skips it for a value mapped from a
+        node on this host (bytes that crossed a network are always checked): it trusts that
+        no process with the node's mapping wrote into the value's space.
         """
-        return self._read(key, lambda n, r: self._get_buffer_at(n, r, key, delete_after_read))
+        read = lambda n, r: self._get_buffer_at(n, r, key, delete_after_read, verify)  # noqa: E731
+        return self._read(key, read)
 
     def _get_buffer_at(
-        self, node: str, raw: bytes, key: str, delete_after_read: bool
+        self, node: str, raw: bytes, key: str, delete_after_read: bool, verify: bool = True
     ) -> SharedBuffer:
         from .shared import SharedBuffer
 
@@ -416,7 +424,9 @@ class Job(RoutedJob):
         if arena is None:  # (_get_at assembles a striped value)
             return SharedBuffer(memoryview(self._get_at(node, raw, delete_after_read)))
         flags = _DELETE_AFTER_READ if delete_after_read else 0
-        buf, flags = shared.buffer(self.client, arena, node, self._prefix(node), raw, flags)
+        buf, flags = shared.buffer(
+            self.client, arena, node, self._prefix(node), raw, flags, verify=verify
+        )
         if flags & _SPECIAL:
             with buf:
                 if flags & _STRIPED:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import pickle
 from collections.abc import Iterator
 
 import pytest
@@ -110,3 +111,36 @@ def test_urls_for_tables_and_datasets(job: pocketlib.Job, monkeypatch: pytest.Mo
     parrow.write_dataset(t, "pocket://arrow/url/ds", partitioning=["g"])
     got = parrow.dataset("pocket://arrow/url/ds").to_table(filter=ds.field("g") == 5)
     assert sorted(got.column("k").to_pylist()) == [i for i in range(20_000) if i % 7 == 5]
+
+
+def test_over_tcp_compressed_empty_and_missing_values(
+    job: pocketlib.Job, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value = os.urandom(1000) * 300
+    job.put("tcp/z", value, compress=True)
+    job.put("tcp/empty", b"")
+    monkeypatch.setenv("POCKET_SHARED_MEMORY", "0")
+    client = pocketlib.Client(job.ticket.nodes)  # a client that maps nothing
+    fs = parrow.PocketFileSystem(job.ticket.to_json(), skip_instance_cache=True)
+    fs.job = client.attach(job.ticket)
+    remote = pafs.PyFileSystem(parrow.PocketHandler(fs))
+    assert remote.open_input_file("arrow/tcp/z").read() == value  # read into Arrow's pool
+    assert remote.open_input_stream("arrow/tcp/empty").read() == b""
+    with pytest.raises(FileNotFoundError):
+        remote.open_input_file("arrow/tcp/missing")
+    client.close()
+
+
+def test_an_unverified_co_located_read_is_the_same_table_without_a_copy(
+    job: pocketlib.Job,
+) -> None:
+    t = table(50_000)
+    job.put("unverified.arrow", ipc_bytes(t))
+    ticket = job.ticket.to_json()
+    before = pa.total_allocated_bytes()
+    got = parrow.read_table("pocket://arrow/unverified.arrow", ticket=ticket, verify=False)
+    assert got.equals(t)
+    assert pa.total_allocated_bytes() == before
+    fs = parrow.filesystem(ticket, verify=False)
+    assert pickle.loads(pickle.dumps(fs)) == fs  # (the choice travels with the filesystem)
+    assert pickle.loads(pickle.dumps(fs)) != parrow.filesystem(ticket)
