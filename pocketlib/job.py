@@ -24,6 +24,7 @@ from .connection import Connection
 from .errors import (
     CapacityError,
     ChecksumError,
+    ConflictError,
     DrainingError,
     NotFoundError,
     PocketError,
@@ -335,15 +336,30 @@ class Job(RoutedJob):
         """
         if start < 0 or end < start:
             raise RequestError(f"bad range [{start}, {end})")
-        return self._read(key, lambda n, r: self._get_range_at(n, r, key, start, end, version))
+        try:
+            return self._read(key, lambda n, r: self._get_range_at(n, r, key, start, end, version))
+        except NotFoundError:
+            if version:  # it was there when the version was taken
+                raise ConflictError(f"{key!r} was deleted while it was being read") from None
+            raise
+
+    def _pinned_miss(self, node: str, raw: bytes) -> bool:
+        """After a ConflictError from a read pinned to a version: whether ``node`` simply
+        does not hold the key (an older weight map may have put it elsewhere)."""
+        return not self._call(node, Op.EXISTS, raw)[0].size
 
     def _get_range_at(
         self, node: str, raw: bytes, key: str, start: int, end: int, version: int = 0
     ) -> bytes:
-        h, data = self._call(
-            node, Op.GET, raw, flags=Flag.RANGE, offset=start, length=end - start, arg=version,
-            read=Connection.read_value,
-        )  # fmt: skip
+        try:
+            h, data = self._call(
+                node, Op.GET, raw, flags=Flag.RANGE, offset=start, length=end - start,
+                arg=version, read=Connection.read_value,
+            )  # fmt: skip
+        except ConflictError:
+            if version and self._pinned_miss(node, raw):
+                raise NotFoundError(f"no object {key!r} on {node}") from None
+            raise
         if h.flags & _SPECIAL:
             if h.flags & _STRIPED:
                 return stripes.get_range(self, node, raw, h.version, start, end)

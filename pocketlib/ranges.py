@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .connection import Connection
 from .errors import (
+    ChecksumError,
     InvalidKeyError,
     NotFoundError,
     PocketError,
@@ -57,8 +58,10 @@ def get_ranges(job: Job, wanted: Sequence[tuple[bytes, int, int]]) -> list[bytes
         per_node[job._node_for(raw)][raw] = indices
     refused: list[PocketError] = []  # (raised once every answer on the connection is read)
     for node, keys in per_node.items():
-        with job.client.pools[node].connection() as conn:
-            pending: _Pending = deque()
+        pool = job.client.pools[node]
+        conn = pool.acquire()
+        pending: _Pending = deque()
+        try:
             in_flight = 0
             for raw, indices in keys.items():
                 for group in _groups(wanted, indices):
@@ -71,6 +74,13 @@ def get_ranges(job: Job, wanted: Sequence[tuple[bytes, int, int]]) -> list[bytes
                     in_flight += len(frame)
             while pending:
                 _read(conn, pending.popleft(), out, refused)
+        except BaseException as exc:
+            if pending:  # answers still owed: the connection is out of step
+                conn.close()
+            else:
+                pool.discard_or_release(conn, exc)
+            raise
+        pool.release(conn)
     if refused:
         raise refused[0]
     return out
@@ -129,7 +139,11 @@ def _read(
     if h.flags & _SPECIAL:  # compressed or striped: read elsewhere
         conn.drain(h.length)  # (whatever the answer carries: the connection stays in step)
         return size
-    body = conn.read_value(h)
+    try:
+        body = conn.read_value(h)
+    except ChecksumError as exc:  # (the body was read whole: still in step)
+        refused.append(exc)
+        return size
     if len(group) == 1:
         out[group[0]] = body
         return size

@@ -81,7 +81,7 @@ _GET, _PUT, _MULTI_GET, _MULTI_PUT, _STREAM_PUT, _LIST = (
 )  # fmt: skip
 _VALUE_OPS = frozenset({_PUT, _STREAM_PUT})
 #: What a draining node refuses (a streamed put already under way may finish).
-_NEW_DATA_OPS = frozenset({_PUT, _MULTI_PUT, int(Op.SHM_RESERVE)})
+_NEW_DATA_OPS = frozenset({_PUT, _MULTI_PUT, int(Op.SHM_RESERVE), int(Op.COPY)})
 #: What a node refuses from a handle whose ticket is older than the job's newest weight map
 #: it knows: writes (checked again as they commit), deletes, and the first page of a LIST.
 #: (A read that hits is served: a newer map never leaves an older copy where an older one

@@ -367,12 +367,21 @@ def _reserved_put(
     job, token, version = prefix
     pool = client.pools[node]
     conn = pool.acquire()
+    # From the reserve to the commit the node holds space for this connection, and until its
+    # answer is read the connection is out of step: an error then (``fill`` may raise anything)
+    # closes the connection, which is what makes the node give the space back.
+    holding = False
     try:
         rid = next(client._ids) & 0xFFFFFFFF
         reserve = pack_request(Op.SHM_RESERVE, rid, 0, job, token, b"", 0, size, 0, 0, 0, version)
         conn.send((reserve,))
+        holding = True
         digest = early()
-        h = conn.read_header(rid)
+        try:
+            h = conn.read_header(rid)
+        except PocketError:
+            holding = False  # refused (full, draining, stale): answered, nothing reserved
+            raise
         value_checksum = write(decode_extents(conn.read_body(h.length)), digest)
         done = next(client._ids) & 0xFFFFFFFF
         frame = pack_request(
@@ -380,10 +389,14 @@ def _reserved_put(
             version,
         )  # fmt: skip
         conn.send((frame,))
+        holding = False
         h = conn.read_header(done)
         body = conn.read_body(h.length)
     except BaseException as exc:
-        pool.discard_or_release(conn, exc)
+        if holding:
+            conn.close()
+        else:
+            pool.discard_or_release(conn, exc)
         raise
     pool.release(conn)
     return body if h.flags & Flag.STRIPED else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import os
 import queue
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from _helpers import grow, wait_until
 import pocketlib
 from pocketlib import JobHints, LocalCluster, batch
 from pocketlib.errors import NotFoundError, StaleTicketError, TransportError
+from pocketlib.filesystem import PocketFileSystem
 
 MiB = 1024 * 1024
 
@@ -139,6 +141,36 @@ def test_a_miss_is_still_a_miss(grown: Any) -> None:
     assert old.ticket.version == 2
     assert old.get_many(["never-written"]) == {}
     assert old.exists("never-written") is False
+
+
+def test_reads_pinned_to_a_version_find_values_an_older_map_placed() -> None:
+    """A file opened for reading pins its value's version; after the job grows, the newest
+    map sends half the keys to a node that does not hold them, and the pinned read must go on
+    to the node that does (it used to say the value had changed)."""
+    with LocalCluster(node_capacity="16MiB", tick=0.1, autoscale=False) as cl:
+        client = cl.client()
+        job = client.register_job("pinned", JobHints(capacity="4MiB"))
+        values = {f"p{i}": os.urandom(5000 + i) for i in range(12)}
+        job.put_many(values)
+        versions = {k: job.stat(k).version for k in values}
+        grow(cl.controller, job.ticket.job)
+        assert job.refresh()
+        moved = [k for k in values if job.router.write_node(k.encode())
+                 != job.ticket.maps[0].router.node_for(k.encode())]  # fmt: skip
+        assert moved  # (some keys now route to the new node)
+        fs = PocketFileSystem(job.ticket.to_json())
+        for k, value in values.items():
+            assert job.get_range(k, 10, 20, version=versions[k]) == value[10:20]
+        with fs.open(f"pinned/{moved[0]}", "rb") as f:  # (whole on opening: small)
+            assert f.read() == values[moved[0]]
+        job.put(moved[0], b"new")  # overwritten: a read pinned to the old value says so
+        with pytest.raises(pocketlib.ConflictError):
+            job.get_range(moved[0], 0, 3, version=versions[moved[0]])
+        job.delete(moved[1])
+        with pytest.raises(pocketlib.ConflictError, match="deleted"):
+            job.get_range(moved[1], 0, 3, version=versions[moved[1]])
+        job.deregister()
+        client.close()
 
 
 # -- many processes, one node killed ------------------------------------------------------------

@@ -8,10 +8,17 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from _helpers import wait_until
 
 import pocketlib
-from pocketlib import JobHints, LocalCluster, ranges
-from pocketlib.errors import InvalidKeyError, NotFoundError, RequestError
+from pocketlib import JobHints, LocalCluster, connection, ranges
+from pocketlib.errors import (
+    ChecksumError,
+    DrainingError,
+    InvalidKeyError,
+    NotFoundError,
+    RequestError,
+)
 from pocketlib.filesystem import PocketFileSystem
 from pocketlib.protocol import (
     MAX_RANGES,
@@ -246,3 +253,66 @@ def test_a_detailed_listing_says_what_stat_says_in_a_request_per_page(
     assert sizes["rc/li/007"] == 70
     assert sizes["rc/li/z-striped"] == 2 * STRIPE + 1
     assert fs.find("rc/li", detail=True)["rc/li/010"]["size"] == 100
+
+
+def test_a_checksum_error_in_a_pipelined_batch_leaves_no_connection_out_of_step(
+    two: tuple[LocalCluster, pocketlib.Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, job = two
+    node = job.router.nodes[0]
+    keys = keys_on(job, node, 4, prefix="cs")
+    for k in keys:
+        job.put(k, k.encode() * 1000)
+    real = connection.checksum
+    calls = iter(range(1_000_000))
+    monkeypatch.setattr(connection, "checksum", lambda d: 0 if next(calls) == 0 else real(d))
+    with pytest.raises(ChecksumError):
+        job.get_ranges([(k, 0, 100) for k in keys])
+    monkeypatch.setattr(connection, "checksum", real)
+    for k in keys:  # every pooled connection answers its own requests
+        assert job.get_range(k, 0, 50) == (k.encode() * 1000)[:50]
+
+
+def test_a_fill_that_fails_gives_the_reserved_space_back(
+    two: tuple[LocalCluster, pocketlib.Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, job = two
+    monkeypatch.setenv("POCKET_SHARED_MEMORY", "1")
+    with pocketlib.attach(job.ticket.to_json()) as local:
+        node = local.router.nodes[0]
+        if local.client.arena(node) is None:
+            pytest.skip("no co-located mapping here")
+        key = keys_on(local, node, 1, prefix="pf")[0]
+
+        def fill(view: memoryview) -> None:
+            local.get("no-such-key")  # raises NotFoundError midway
+
+        for _ in range(3):  # each would hold 40 MiB of the node's 96 MiB if not given back
+            with pytest.raises(NotFoundError):
+                local.put_filled(key, 40 * MiB, fill)
+        local.put_filled(key, 40 * MiB, lambda v: v.__setitem__(slice(None), bytes(len(v))))
+        assert local.stat(key).size == 40 * MiB
+        local.delete(key)
+
+
+def test_a_draining_node_refuses_copies(two: tuple[LocalCluster, pocketlib.Job]) -> None:
+    cl, job = two
+    node = job.router.nodes[0]
+    src, dst = keys_on(job, node, 2, prefix="dr")
+    job.put(src, b"hello")
+    record = next(r for r in cl.controller.nodes.values() if r.address == node)
+    with cl.controller.lock:
+        record.state = "draining"
+    try:
+        wait_until(lambda: draining(job, node), what="the node to learn it is draining")
+        with pytest.raises(DrainingError):
+            job._copy_at(node, src.encode(), dst.encode())
+        assert not job.exists(dst)
+    finally:
+        with cl.controller.lock:
+            record.state = "active"
+        wait_until(lambda: not draining(job, node), what="the node to take data again")
+
+
+def draining(job: pocketlib.Job, node: str) -> bool:
+    return bool(job.stats()[node]["draining"])

@@ -16,6 +16,7 @@ last lease is released, so a reader never sees bytes of a later value.
 from __future__ import annotations
 
 import heapq
+import os
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
@@ -80,8 +81,10 @@ class ObjectIndex(Generic[L]):
         self.used = 0
         self.peak = 0
         self.objects = 0
-        #: The last version handed out.
-        self.version = 0
+        #: The last version handed out. It starts at a random point (below 2**55, so a chain
+        #: of tiers may still scale it) so that two nodes' versions do not collide: a read
+        #: pinned to a version then names one value, whichever node it asks.
+        self.version = int.from_bytes(os.urandom(7)) >> 1
         self.on_free = on_free
         self.on_remove = on_remove
 
