@@ -85,7 +85,7 @@ __all__ = [
 Buffer = bytes | bytearray | memoryview
 
 MAGIC = b"PK"
-VERSION = 1
+VERSION = 2
 
 # magic, version, opcode, flags, key_len, request_id, job_len, token_len, map_version,
 # offset, length, ttl_ms, arg, checksum
