@@ -380,8 +380,20 @@ class Job(RoutedJob):
                 raw = raws[key] = validate_key(key)
             wanted.append((raw, start, end))
         got = self._fresh(lambda: byte_ranges.get_ranges(self, wanted))
-        return [g if g is not None else self.get_range(raw.decode(), start, end)
-                for g, (raw, start, end) in zip(got, wanted, strict=True)]  # fmt: skip
+        # The rest (misses on the newest map's node, compressed or striped values) one key at
+        # a time: a compressed value read once for all its ranges, not once per range.
+        rest: dict[bytes, list[int]] = {}
+        for i, g in enumerate(got):
+            if g is None:
+                rest.setdefault(wanted[i][0], []).append(i)
+        out: list[bytes] = [g if g is not None else b"" for g in got]
+        for raw, indices in rest.items():
+            key = raw.decode()
+            whole = self.get(key) if len(indices) > 1 and self.stat(key).compressed else None
+            for i in indices:
+                _, start, end = wanted[i]
+                out[i] = whole[start:end] if whole is not None else self.get_range(key, start, end)
+        return out
 
     def copy(self, src: str, dst: str) -> None:
         """Store the value of ``src`` under ``dst`` too (replacing what ``dst`` held).

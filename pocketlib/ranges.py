@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from .connection import Connection
 from .errors import (
     ChecksumError,
+    ConflictError,
     InvalidKeyError,
     NotFoundError,
     PocketError,
@@ -39,8 +40,9 @@ ANSWER_BYTES = 16 * 1024 * 1024
 REQUEST_BYTES = 64 * 1024
 
 _SPECIAL = Flag.LZ4 | Flag.STRIPED
-#: Requests sent and not yet answered: (request id, its bytes, the indices it asked for).
-_Pending = deque[tuple[int, int, list[int]]]
+#: Requests sent and not yet answered: (request id, its bytes, its key, the indices it asked
+#: for).
+_Pending = deque[tuple[int, int, bytes, list[int]]]
 
 
 def get_ranges(job: Job, wanted: Sequence[tuple[bytes, int, int]]) -> list[bytes | None]:
@@ -57,6 +59,7 @@ def get_ranges(job: Job, wanted: Sequence[tuple[bytes, int, int]]) -> list[bytes
     for raw, indices in per_key.items():
         per_node[job._node_for(raw)][raw] = indices
     refused: list[PocketError] = []  # (raised once every answer on the connection is read)
+    versions: dict[bytes, int] = {}  # each key's value, as its first answer gave it
     for node, keys in per_node.items():
         pool = job.client.pools[node]
         conn = pool.acquire()
@@ -68,12 +71,12 @@ def get_ranges(job: Job, wanted: Sequence[tuple[bytes, int, int]]) -> list[bytes
                     rid = conn.next_id()
                     frame = _request(job, node, rid, raw, [wanted[i] for i in group])
                     while pending and in_flight + len(frame) > REQUEST_BYTES:
-                        in_flight -= _read(conn, pending.popleft(), out, refused)
+                        in_flight -= _read(conn, pending.popleft(), out, refused, versions)
                     conn.send([frame])
-                    pending.append((rid, len(frame), group))
+                    pending.append((rid, len(frame), raw, group))
                     in_flight += len(frame)
             while pending:
-                _read(conn, pending.popleft(), out, refused)
+                _read(conn, pending.popleft(), out, refused, versions)
         except BaseException as exc:
             if pending:  # answers still owed: the connection is out of step
                 conn.close()
@@ -121,12 +124,15 @@ def _request(
 
 def _read(
     conn: Connection,
-    pending: tuple[int, int, list[int]],
+    pending: tuple[int, int, bytes, list[int]],
     out: list[bytes | None],
     refused: list[PocketError],
+    versions: dict[bytes, int],
 ) -> int:
-    """Read the answer to one request into ``out``; the request's size in bytes."""
-    rid, size, group = pending
+    """Read the answer to one request into ``out``; the request's size in bytes. The ranges
+    of one key come from one value: answers from another (the key was overwritten between two
+    of its requests) make the whole read a ConflictError."""
+    rid, size, raw, group = pending
     try:
         h = conn.read_header(rid)
     except (NotFoundError, StaleTicketError):
@@ -143,6 +149,9 @@ def _read(
         body = conn.read_value(h)
     except ChecksumError as exc:  # (the body was read whole: still in step)
         refused.append(exc)
+        return size
+    if versions.setdefault(raw, h.version) != h.version:
+        refused.append(ConflictError(f"object {raw.decode()!r} changed during the read"))
         return size
     if len(group) == 1:
         out[group[0]] = body

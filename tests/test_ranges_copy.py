@@ -316,3 +316,41 @@ def test_a_draining_node_refuses_copies(two: tuple[LocalCluster, pocketlib.Job])
 
 def draining(job: pocketlib.Job, node: str) -> bool:
     return bool(job.stats()[node]["draining"])
+
+
+def test_ranges_of_one_key_in_several_requests_come_from_one_value(
+    two: tuple[LocalCluster, pocketlib.Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, job = two
+    old, new = b"a" * 10_000, b"b" * 10_000
+    job.put("ov", old)
+    monkeypatch.setattr(ranges, "RANGES_PER_REQUEST", 4)  # 12 ranges: three requests
+    sent = 0
+    real = ranges._request
+
+    def request(*args: object) -> bytes:
+        nonlocal sent
+        sent += 1
+        if sent == 2:  # the key is overwritten between its first and second request
+            job.put("ov", new)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ranges, "_request", request)
+    wanted = [("ov", i * 100, i * 100 + 10) for i in range(12)]
+    with pytest.raises(pocketlib.ConflictError, match="changed during the read"):
+        job.get_ranges(wanted)
+    monkeypatch.setattr(ranges, "_request", real)
+    assert job.get_ranges(wanted) == [new[s:e] for _, s, e in wanted]  # (connections in step)
+
+
+def test_a_compressed_value_is_read_once_for_all_its_ranges(
+    two: tuple[LocalCluster, pocketlib.Job],
+) -> None:
+    _, job = two
+    value = bytes(range(256)) * 400
+    job.put("zz", value, compress=True)
+    gets = ops(job, Op.GET) + ops(job, Op.SHM_GET)
+    wanted = [("zz", i * 1000, i * 1000 + 50) for i in range(20)]
+    assert job.get_ranges(wanted) == [value[s:e] for _, s, e in wanted]
+    # one GET_RANGES answered "compressed", then one whole read (not twenty)
+    assert ops(job, Op.GET) + ops(job, Op.SHM_GET) - gets == 1
