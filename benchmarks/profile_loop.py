@@ -31,8 +31,8 @@ from typing import Any
 
 import pocketlib
 from pocketlib.bench.redis_peer import RedisServer
-from pocketlib.cluster import NodeProcess
 from pocketlib.config import parse_size
+from pocketlib.control.cluster import NodeProcess
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -6,7 +6,7 @@ Skipped by the default test run (``-m 'not slow and not bench'``). Run it with::
         -p no:cacheprovider -s
 
 Eight mapper tables of 128 MiB (4 Mi rows of an int64 key, two float64 and an int64 column)
-are split by the same code (:func:`pocketlib.arrow_shuffle.split`: the stable key hash, a
+are split by the same code (:func:`pocketlib.arrow.shuffle.split`: the stable key hash, a
 stable argsort and one ``take``) into 8 parts each, then:
 
 - ``pocketlib``: ``shuffle_write`` / ``shuffle_read`` through a job on one DRAM node of a
@@ -38,7 +38,7 @@ pa = pytest.importorskip("pyarrow")
 np = pytest.importorskip("numpy")
 import pocketlib  # noqa: E402
 from pocketlib import JobHints, LocalCluster  # noqa: E402
-from pocketlib.arrow_shuffle import shuffle_read, shuffle_write, split  # noqa: E402
+from pocketlib.arrow.shuffle import shuffle_read, shuffle_write, split  # noqa: E402
 
 pytestmark = pytest.mark.bench
 

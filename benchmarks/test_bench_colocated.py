@@ -5,8 +5,8 @@ Systems (all on 127.0.0.1, one DRAM node and one redis-server for the session):
 
 - ``pocket-shm``: a client that mapped the node's arena, with the library's own choice of path
   per size (what a co-located client gets: PUT through shared memory from
-  ``pocketlib.job._SHARED_PUT_MIN``, GET answered inline up to the node's
-  ``pocketlib.shared_node.INLINE_LIMIT`` and leased above);
+  ``pocketlib.client.job._SHARED_PUT_MIN``, GET answered inline up to the node's
+  ``pocketlib.node.shared.INLINE_LIMIT`` and leased above);
 - ``pocket-shm-always`` (PUT only): the same client with the shared-memory PUT at every size
   (SHM_RESERVE, a copy into the arena, SHM_COMMIT), to see where that path starts to win;
 - ``pocket-tcp``: a client that did not map the arena (``POCKET_SHARED_MEMORY=0`` when it
@@ -32,10 +32,10 @@ from typing import Any
 import pytest
 
 import pocketlib
-import pocketlib.job
+import pocketlib.client.job
 from pocketlib.bench.redis_peer import RedisServer
 from pocketlib.bench.tiers import environment
-from pocketlib.cluster import NodeProcess
+from pocketlib.control.cluster import NodeProcess
 
 pytestmark = pytest.mark.bench
 
@@ -125,7 +125,7 @@ def store(
             return job.put, job.get
         job = request.getfixturevalue("shm_job")
         if system == "pocket-shm-always":
-            monkeypatch.setattr(pocketlib.job, "_SHARED_PUT_MIN", 0)
+            monkeypatch.setattr(pocketlib.client.job, "_SHARED_PUT_MIN", 0)
         return job.put, job.get
 
     return pick

@@ -17,7 +17,7 @@ import pytest
 
 import pocketlib
 from pocketlib.bench.redis_peer import RedisServer
-from pocketlib.cluster import NodeProcess
+from pocketlib.control.cluster import NodeProcess
 
 pytestmark = pytest.mark.bench
 

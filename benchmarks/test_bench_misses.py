@@ -29,7 +29,7 @@ import pytest
 import pocketlib
 from pocketlib import JobHints, LocalCluster
 from pocketlib.bench.redis_peer import RedisServer
-from pocketlib.controller import Controller
+from pocketlib.control.controller import Controller
 
 pytestmark = pytest.mark.bench
 

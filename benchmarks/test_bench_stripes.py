@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import pocketlib
-from pocketlib.job import Job
+from pocketlib.client.job import Job
 from pocketlib.ticket import DEFAULT_STRIPE_SIZE
 
 pytestmark = pytest.mark.bench

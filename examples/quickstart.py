@@ -6,7 +6,7 @@ python examples/quickstart.py
 from __future__ import annotations
 
 import pocketlib
-from pocketlib.cluster import NodeProcess
+from pocketlib.control.cluster import NodeProcess
 
 
 def main() -> None:

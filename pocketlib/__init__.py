@@ -9,8 +9,8 @@ Start a node (``pocket node --tier dram --capacity 1GiB``) and connect to it::
         data = job.get("map-0/part-3", delete_after_read=True)
 """
 
-from .client import Client, Job, ObjectInfo, attach, connect
-from .cluster import LocalCluster
+from .client.client import Client, Job, ObjectInfo, attach, connect
+from .client.streams import ObjectReader, ObjectWriter
 from .config import (
     Address,
     JobHints,
@@ -20,6 +20,7 @@ from .config import (
     parse_size,
     parse_throughput,
 )
+from .control.cluster import LocalCluster
 from .errors import (
     AccessError,
     CapacityError,
@@ -42,10 +43,8 @@ from .errors import (
     UnknownJobError,
     VersionError,
 )
-from .streams import ObjectReader, ObjectWriter
 from .ticket import Ticket
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "AccessError",

@@ -27,7 +27,7 @@ def _node(args: argparse.Namespace) -> int:
     import os
     import socket
 
-    from .node import StorageNode
+    from .node.server import StorageNode
     from .tiers import load_driver
 
     driver = load_driver(args.tier).from_options(parse_size(args.capacity), args.path)
@@ -64,7 +64,7 @@ def _node(args: argparse.Namespace) -> int:
     )  # fmt: skip
     link = None
     if args.controller:
-        from .node_agent import ControllerLink
+        from .node.agent import ControllerLink
 
         link = ControllerLink(
             node, args.controller, name=args.name or f"{socket.gethostname()}-{os.getpid()}",
@@ -98,7 +98,7 @@ def parse_spill(spec: str) -> tuple[str, int, str | None]:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from .client import Client
+    from .client.client import Client
 
     client = Client(args.nodes)
     try:
@@ -192,15 +192,15 @@ def parse_band(text: str) -> Band:
 def _controller(args: argparse.Namespace) -> int:
     import os
 
-    from .control_server import ControlServer
-    from .controller import Controller
-    from .provisioners import LocalProvisioner, Provisioner
+    from .control.controller import Controller
+    from .control.provisioners import LocalProvisioner, Provisioner
+    from .control.server import ControlServer
 
     provisioner: Provisioner | None = None
     if args.provisioner == "local":
         provisioner = LocalProvisioner("127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host)
     elif args.provisioner == "kubernetes":
-        from .kubernetes import KubernetesProvisioner
+        from .control.kubernetes import KubernetesProvisioner
 
         provisioner = KubernetesProvisioner(namespace=args.namespace, image=args.image)
     tiers = {t.name: t for t in map(parse_tier, args.tier)} or None
@@ -224,7 +224,7 @@ def _controller(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from .cluster import LocalCluster
+    from .control.cluster import LocalCluster
 
     counts = parse_counts(args.nodes, "--nodes") or {"dram": 2}
     signals = _catch_signals()
@@ -242,8 +242,8 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .client import Client
-    from .status import render
+    from .client.client import Client
+    from .control.status import render
 
     with Client(args.controller) as client:
         while True:

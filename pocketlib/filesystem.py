@@ -28,8 +28,8 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from .errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
-    from .job import Job
-    from .streams import ObjectWriter
+    from .client.job import Job
+    from .client.streams import ObjectWriter
 
 __all__ = ["PocketFile", "PocketFileSystem"]
 
@@ -39,7 +39,7 @@ _direct_lock = threading.Lock()
 
 def _shared_job(ticket: str | None, nodes: tuple[str, ...] | None, job: str | None) -> Job:
     """One job (and one set of connections) per ticket or per (nodes, job), per process."""
-    from .client import attached, connect
+    from .client.client import attached, connect
 
     if ticket is not None:
         return attached(ticket)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from .errors import ConnectError, PocketTimeoutError, TransportError
 
 __all__ = [
+    "boot_id",
     "map_os_error",
     "send_buffers",
     "set_io_timeout",
@@ -124,3 +125,12 @@ def shut_down(listener: socket.socket, connections: Callable[[], Iterable[socket
     for conn in connections():
         with contextlib.suppress(OSError):
             conn.shutdown(socket.SHUT_RDWR)
+
+
+def boot_id() -> str:
+    """This boot of this host: equal on both sides only when client and node share a kernel."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""

@@ -19,8 +19,9 @@ np = pytest.importorskip("numpy")
 import pocketlib  # noqa: E402
 import pocketlib.arrow as parrow  # noqa: E402
 import pocketlib.serverless as pls  # noqa: E402
-from pocketlib import JobHints, LocalCluster, shared  # noqa: E402
-from pocketlib.arrow_shuffle import hash_partitions, key_hash, range_partitioner  # noqa: E402
+from pocketlib import JobHints, LocalCluster  # noqa: E402
+from pocketlib.arrow.shuffle import hash_partitions, key_hash, range_partitioner  # noqa: E402
+from pocketlib.client import shared  # noqa: E402
 from pocketlib.errors import ConfigError, PocketTimeoutError  # noqa: E402
 from pocketlib.serverless.shuffle import abort  # noqa: E402
 
@@ -109,7 +110,7 @@ def test_the_hash_is_the_documented_one_for_every_key_type() -> None:
 def test_partitions_are_the_same_in_every_process() -> None:
     code = (
         "import pyarrow as pa\n"
-        "from pocketlib.arrow_shuffle import hash_partitions\n"
+        "from pocketlib.arrow.shuffle import hash_partitions\n"
         "t = pa.table({'k': list(range(-50, 50)), 's': [f'v{i}' * (i % 9) for i in range(100)]})\n"
         "print(list(hash_partitions(t, ['k', 's'], 7)))\n"
     )

@@ -14,8 +14,8 @@ import pytest
 from _helpers import pocket_command
 
 import pocketlib
-from pocketlib.cluster import NodeProcess
 from pocketlib.config import Address
+from pocketlib.control.cluster import NodeProcess
 
 
 @pytest.fixture

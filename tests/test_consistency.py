@@ -21,7 +21,8 @@ import pytest
 from _helpers import grow, wait_until
 
 import pocketlib
-from pocketlib import JobHints, LocalCluster, batch
+from pocketlib import JobHints, LocalCluster
+from pocketlib.client import batch
 from pocketlib.errors import NotFoundError, StaleTicketError, TransportError
 from pocketlib.filesystem import PocketFileSystem
 

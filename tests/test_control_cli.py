@@ -14,9 +14,9 @@ from _helpers import pocket_command, wait_until
 import pocketlib
 from pocketlib import JobHints
 from pocketlib.cli import parse_band, parse_counts, parse_tier
-from pocketlib.cluster import NodeProcess, terminate
-from pocketlib.control_server import ControlServer
-from pocketlib.controller import Controller
+from pocketlib.control.cluster import NodeProcess, terminate
+from pocketlib.control.controller import Controller
+from pocketlib.control.server import ControlServer
 from pocketlib.errors import ConfigError, TransportError, UnknownJobError
 
 SECRET = "test-cluster-secret"

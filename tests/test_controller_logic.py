@@ -9,9 +9,9 @@ import pytest
 
 from pocketlib import JobHints
 from pocketlib.auth import job_token, node_token
-from pocketlib.controller import Controller
+from pocketlib.control.controller import Controller
+from pocketlib.control.status import render
 from pocketlib.errors import ConfigError, TokenError, UnknownJobError
-from pocketlib.status import render
 
 SECRET = "logic"
 MiB = 1 << 20
@@ -156,7 +156,7 @@ def test_a_job_spans_tiers_when_its_cheapest_cannot_hold_it() -> None:
 
 
 def test_a_node_is_added_only_when_the_tier_stays_hot() -> None:
-    from pocketlib.provisioners import LocalProvisioner
+    from pocketlib.control.provisioners import LocalProvisioner
 
     provisioner = LocalProvisioner()
     c = Controller(secret=SECRET, scale_up_delay=3600, dead_after=3600, provisioner=provisioner)

@@ -31,9 +31,9 @@ yaml = pytest.importorskip("yaml")
 
 from pocketlib.cli import build_parser  # noqa: E402
 from pocketlib.config import Address  # noqa: E402
+from pocketlib.control.kubernetes import SHM_SLACK, KubernetesProvisioner, PodResources  # noqa: E402
+from pocketlib.control.provisioners import NodeSpec  # noqa: E402
 from pocketlib.errors import ConfigError, ConnectError, PocketError, ServerError  # noqa: E402
-from pocketlib.kubernetes import SHM_SLACK, KubernetesProvisioner, PodResources  # noqa: E402
-from pocketlib.provisioners import NodeSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "k8s"
@@ -439,7 +439,10 @@ def test_missing_client_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_import_pocketlib_does_not_import_kubernetes() -> None:
-    code = "import sys, pocketlib, pocketlib.provisioners; print('kubernetes' in sys.modules)"
+    code = (
+        "import sys, pocketlib, pocketlib.control.provisioners; "
+        "print('kubernetes' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -15,8 +15,8 @@ import pytest
 
 import pocketlib
 from pocketlib import JobHints, LocalCluster, Ticket
-from pocketlib.cluster import NodeProcess
 from pocketlib.config import Timeouts
+from pocketlib.control.cluster import NodeProcess
 from pocketlib.routing import WeightMap
 
 

@@ -45,7 +45,7 @@ def test_import_is_light() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     loaded = set(json.loads(result.stdout))
-    for heavy in ("numpy", "tqdm", "pocketlib.node", "pocketlib.workloads.sort", "pytest"):
+    for heavy in ("numpy", "tqdm", "pocketlib.node.server", "pocketlib.workloads.sort", "pytest"):
         assert heavy not in loaded, f"import pocketlib imports {heavy}"
 
 

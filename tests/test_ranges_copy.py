@@ -11,7 +11,8 @@ import pytest
 from _helpers import wait_until
 
 import pocketlib
-from pocketlib import JobHints, LocalCluster, connection, ranges
+from pocketlib import JobHints, LocalCluster, connection
+from pocketlib.client import ranges
 from pocketlib.errors import (
     ChecksumError,
     DrainingError,

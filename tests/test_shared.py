@@ -10,10 +10,10 @@ import pytest
 from _helpers import node_stats, tier_stats, wait_until
 
 import pocketlib
-from pocketlib.cluster import NodeProcess
+from pocketlib.client.shared import open_arena
+from pocketlib.control.cluster import NodeProcess
 from pocketlib.errors import RequestError
-from pocketlib.shared import open_arena
-from pocketlib.shared_node import boot_id
+from pocketlib.transport import boot_id
 
 MiB = 1024 * 1024
 

@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pocketlib
-from pocketlib import stripes
-from pocketlib.cluster import NodeProcess
+from pocketlib.client import stripes
+from pocketlib.client.job import Job
+from pocketlib.control.cluster import NodeProcess
 from pocketlib.errors import (
     AccessError,
     CapacityError,
@@ -29,7 +30,6 @@ from pocketlib.errors import (
     NotFoundError,
     RequestError,
 )
-from pocketlib.job import Job
 from pocketlib.protocol import Flag, Op, checksum
 from pocketlib.routing.weightmap import WeightMap
 from pocketlib.ticket import DEFAULT_STRIPE_SIZE

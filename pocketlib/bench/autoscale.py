@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..client import Client
-from ..cluster import LocalCluster
+from ..client.client import Client
 from ..config import JobHints, format_rate, format_size, parse_size, parse_throughput
+from ..control.cluster import LocalCluster
 from ..errors import PocketError
 
 __all__ = ["Experiment", "JobPlan", "main", "plot", "run"]

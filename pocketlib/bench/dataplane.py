@@ -34,10 +34,10 @@ import sys
 import time
 from pathlib import Path
 
-from .. import __version__
-from ..client import connect
-from ..cluster import NodeProcess
+from ..client.client import connect
 from ..config import format_size
+from ..control.cluster import NodeProcess
+from ..version import __version__
 from ..workloads.sort import SortResult
 from .measure import AggResult, LatencySeries, bench_aggregate, bench_latency, bench_sort, log
 from .redis_peer import RedisServer, redis_version

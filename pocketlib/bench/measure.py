@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..client import Job, connect
-from ..cluster import NodeProcess
+from ..client.client import Job, connect
+from ..control.cluster import NodeProcess
 from ..workloads.sort import PocketShuffle, ShuffleStore, SortResult, run_sort
 from .redis_peer import RedisServer, RedisShuffle
 from .settings import (

@@ -75,7 +75,7 @@ def _check(parts: list[bytes], r: int, reducers: int) -> tuple[int, int]:
 
 
 def _pocket_map(m: int, n: int, reducers: int, job: Any) -> float:
-    from pocketlib.serverless import ShuffleWriter
+    from ..serverless import ShuffleWriter
 
     parts = _generate(m, n, reducers)
     started = time.perf_counter()
@@ -86,7 +86,7 @@ def _pocket_map(m: int, n: int, reducers: int, job: Any) -> float:
 
 
 def _pocket_reduce(r: int, mappers: int, reducers: int, job: Any) -> tuple[float, int, int, int]:
-    from pocketlib.serverless import ShuffleReader
+    from ..serverless import ShuffleReader
 
     reader = ShuffleReader(job, "sort", r, mappers)
     job.wait_for(reader.keys, timeout=600)  # (waiting for mappers is not store time)
@@ -101,8 +101,9 @@ def _pocket_reduce(r: int, mappers: int, reducers: int, job: Any) -> tuple[float
 def _pocket_executor(size: int, workers: int) -> Iterator[Any]:
     """A one-node LocalCluster, a job sized for a sort of ``size`` bytes, and an executor over
     it (the job is deregistered after)."""
-    import pocketlib.serverless as pls
-    from pocketlib import JobHints, LocalCluster
+    from .. import serverless as pls
+    from ..config import JobHints
+    from ..control.cluster import LocalCluster
 
     cluster = LocalCluster({"dram": 1}, node_capacity=int(size * 1.6), autoscale=False)
     with cluster, cluster.client() as client:

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from ..client import Client, Job, connect
-from ..cluster import NodeProcess
+from ..client.client import Client, Job, connect
+from ..control.cluster import NodeProcess
 from ..tiers import available_drivers
 from ..workloads.sort import PocketShuffle, ShuffleStore, SortResult, run_sort
 from .fileshuffle import FileShuffle

@@ -21,7 +21,7 @@ from .context import Invocation, seconds_left
 from .refs import offload, resolve
 
 if TYPE_CHECKING:
-    from ..job import Job
+    from ..client.job import Job
 
 __all__ = ["handler", "is_cold_start"]
 
@@ -149,7 +149,7 @@ def _job_for(event: Any, ticket_key: str) -> tuple[Job, tuple[str, bytes]]:
     with _env.lock:
         job = _env.jobs.get(key)
         if job is None:
-            from ..client import attach
+            from ..client.client import attach
 
             job = _env.jobs[key] = attach(ticket)
         if isinstance(raw, str):

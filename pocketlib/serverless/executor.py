@@ -30,7 +30,7 @@ from .refs import offload, resolve
 from .runtime import LocalLambda
 
 if TYPE_CHECKING:
-    from ..job import Job
+    from ..client.job import Job
 
 __all__ = ["ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "FunctionExecutor"]
 
@@ -158,7 +158,7 @@ class FunctionExecutor:
         a sort's records), and ``reduce_func`` gets the list of its parts, one per mapper in
         mapper order. With ``by`` (a column name, or several), ``map_func`` returns a
         ``pyarrow.Table`` that is shuffled by those key columns
-        (:func:`pocketlib.arrow_shuffle.shuffle_write`: a stable hash of the key, or
+        (:func:`pocketlib.arrow.shuffle.shuffle_write`: a stable hash of the key, or
         ``partition``, a RangePartitioner over the one key column or a callable ``(table,
         reducers) -> ids``) and ``reduce_func`` gets one table: its rows from every mapper.
         Reducers wait on the nodes for their parts (``timeout`` seconds at most), so they may
@@ -361,7 +361,7 @@ def _function(blob: tuple[bytes, bytes] | tuple[bytes, bytes, bool]) -> Callable
 
 def _attach(ticket: str) -> Job:
     """The job of ``ticket``, attached once per worker."""
-    from ..client import attached
+    from ..client.client import attached
 
     return attached(ticket)
 
@@ -379,7 +379,7 @@ def _map_task(blob: tuple[bytes, bytes, bool], payload: dict[str, Any], ticket: 
     kwargs = dict(payload["kwargs"], **({"job": job} if blob[2] else {}))
     records = _function(blob)(*payload["args"], **kwargs)
     if isinstance(mode, tuple):
-        from ..arrow_shuffle import shuffle_write
+        from ..arrow.shuffle import shuffle_write
 
         if not _is_table(records):
             raise ConfigError(f"with by=..., a mapper returns a pyarrow Table, not "
@@ -418,7 +418,7 @@ def _reduce_task(blob: tuple[bytes, bytes, bool], ticket: str, shuffle: str, red
     job = _attach(ticket)
     records: Any
     if isinstance(mode, tuple):
-        from ..arrow_shuffle import shuffle_read
+        from ..arrow.shuffle import shuffle_read
 
         records = shuffle_read(job, shuffle, reducer, mappers=mappers, timeout=timeout)
     else:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
-    from ..job import Job
+    from ..client.job import Job
 
 __all__ = ["PocketStorageBackend", "install_backend", "load_config"]
 
@@ -72,7 +72,7 @@ class PocketStorageBackend:
         ticket = config.get("ticket") or os.environ.get("POCKET_TICKET")
         if not ticket:
             raise ConfigError("the pocket storage backend needs a job's ticket")
-        from ..client import attached
+        from ..client.client import attached
 
         self.job = attached(ticket)  # once per process: Lithops builds a backend per call
         self.bucket = str(config.get("storage_bucket", "pocket"))

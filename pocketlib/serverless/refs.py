@@ -19,7 +19,7 @@ from ..protocol import checksum
 from .context import Invocation, payload_limit
 
 if TYPE_CHECKING:
-    from ..job import Job
+    from ..client.job import Job
 
 __all__ = ["REF_KEY", "is_ref", "offload", "resolve"]
 

@@ -25,7 +25,7 @@ from ..errors import ConfigError, NotFoundError, PocketError, PocketTimeoutError
 from ..protocol import Buffer, checksum
 
 if TYPE_CHECKING:
-    from ..job import Job
+    from ..client.job import Job
 
 #: Partitions of at most this many parts are read one get each, not in one batch.
 _ONE_BY_ONE = 32

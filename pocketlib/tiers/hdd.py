@@ -42,28 +42,16 @@ mismatch raises ChecksumError and moves the file aside.
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import mmap
 import os
 import queue
-import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import NoReturn
 
-from ..errors import (
-    CapacityError,
-    ChecksumError,
-    ConfigError,
-    InvalidKeyError,
-    NotFoundError,
-    PocketError,
-    ServerError,
-)
+from ..errors import CapacityError, ConfigError, InvalidKeyError, PocketError, ServerError
 from ..protocol import checksum as value_checksum
-from .base import Capabilities, Lease, ObjectMeta, Reservation, TierDriver, TierStats
+from .base import Capabilities, ObjectMeta, Reservation, TierDriver, TierStats
 from .hdd_files import (
     HEADER_SIZE,
     charge,
@@ -72,79 +60,25 @@ from .hdd_files import (
     name_for,
     os_failure,
     pack_header,
-    pread_all,
     pwrite_all,
-    read_version,
-    remove_temps,
-    scan_objects,
-    write_version,
 )
+from .hdd_reads import HddReads
+from .hdd_recovery import HddRecovery
 from .hdd_staging import Part, TempFiles, discard, memory_of, write_value
+from .hdd_state import File, Locked, Stored
 from .objindex import Entry, IndexAnswers, ObjectIndex
 from .tierdir import check_parent, lock_dir, unlock_dir
 
 __all__ = ["HEADER_SIZE", "HddTier"]
 
-#: Versions are handed out below a ceiling kept in DIR/version, raised this much at a time.
-_VERSION_STEP = 1 << 20
-
-#: Freeing the inode of a large, still dirty file costs milliseconds (its pages are dropped
-#: then); a delete or overwrite of a value this large keeps the old file open, and a thread of
-#: the tier closes it, so neither the tier's lock nor the caller waits for that. At most this
-#: many files are held at once (beyond, the unlink frees the file itself).
-_DEFER_FREE_MIN = 1 << 20
-_DEFER_FREE_MAX = 256
 _MiB = 1024 * 1024
 
 
-@dataclass(slots=True, eq=False)
-class _File:
-    """Where an object is: its file in ``objects/``."""
+class HddTier(HddReads, HddRecovery, IndexAnswers, TierDriver):
+    """Objects as files under ``path``, ``capacity`` bytes in all (headers included).
 
-    name: str
-    #: Checksum the tier computed over the value as it wrote it (what reads are checked with).
-    data_checksum: int
-    #: (inode, size, mtime, ctime) of the file when its value last matched its checksum.
-    verified: tuple[int, int, int, int] | None = None
-
-
-_Stored = Entry[_File]
-
-
-class _Locked:
-    """The tier's lock, as a context manager that on release hands the files that
-    :meth:`HddTier._defer_free` kept open to the tier's closing thread."""
-
-    __slots__ = ("_tier",)
-
-    def __init__(self, tier: HddTier) -> None:
-        self._tier = tier
-
-    def __enter__(self) -> None:
-        self._tier._lock.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        tier = self._tier
-        fds = tier._deferred
-        if fds:
-            tier._deferred = []
-        tier._lock.release()
-        for fd in fds:
-            if tier._closed:
-                os.close(fd)
-            else:
-                tier._to_close.put(fd)
-
-
-@dataclass(slots=True, eq=False)
-class _LeaseHandle:
-    stored: _Stored
-    mm: mmap.mmap | None
-    views: list[memoryview]
-
-
-class HddTier(IndexAnswers, TierDriver):
-    """Objects as files under ``path``, ``capacity`` bytes in all (headers included)."""
+    The write path is here; the start-up is :class:`HddRecovery`'s, the read path
+    :class:`HddReads`'s, and both build on :class:`~pocketlib.tiers.hdd_state.HddState`."""
 
     name = "hdd"
     capabilities = Capabilities(shared_memory=False, persistent=True, zero_copy=False)
@@ -181,14 +115,14 @@ class HddTier(IndexAnswers, TierDriver):
         self._version_path = os.path.join(self.path, "version")
 
         self._lock = threading.Lock()
-        self._locked = _Locked(self)
+        self._locked = Locked(self)
         self._index_guard = self._locked
         self._deferred: list[int] = []
         self._to_close: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._closer: threading.Thread | None = None
-        self._index: ObjectIndex[_File] = ObjectIndex(capacity, on_remove=self._delete)
+        self._index: ObjectIndex[File] = ObjectIndex(capacity, on_remove=self._delete)
         #: File name -> object: which names in objects/ are taken.
-        self._names: dict[str, _Stored] = {}
+        self._names: dict[str, Stored] = {}
         self._in_memory = 0
         self._version_ceiling = 0
         self._temps = TempFiles(self._tmp_dir)
@@ -231,86 +165,6 @@ class HddTier(IndexAnswers, TierDriver):
     def charge_for(nbytes: int) -> int:
         """Bytes a value of ``nbytes`` is charged: the header plus the value in whole blocks."""
         return charge(nbytes)
-
-    # -- start --------------------------------------------------------------------------------
-    def _start(self) -> None:
-        try:
-            # A directory that cannot be written is refused now, not at the first put.
-            probe = os.path.join(self._tmp_dir, f"probe-{os.getpid()}")
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
-            os.unlink(probe)
-            self._recover()
-            self._raise_version_ceiling()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot use {self.path} for the hdd tier: {exc.strerror or exc}"
-            ) from exc
-        self._check_space(self.path)
-        ix = self._index
-        if ix.used > ix.capacity:
-            print(
-                f"pocket hdd tier: {ix.used} bytes stored in {self.path} exceed the capacity "
-                f"{ix.capacity}; new puts are refused until objects are deleted",
-                file=sys.stderr,
-            )
-
-    def _check_space(self, path: str) -> None:
-        """ConfigError unless the file system of ``path`` has room for the capacity (less what
-        the tier already stores there)."""
-        try:
-            st = os.statvfs(path)
-        except OSError as exc:
-            raise ConfigError(f"cannot use {self.path} for the hdd tier: {exc.strerror}") from exc
-        free = st.f_bavail * st.f_frsize
-        used, capacity = self._index.used, self._index.capacity
-        if capacity > free + used:
-            stored = f" (besides {used} bytes already stored)" if used else ""
-            raise ConfigError(
-                f"{self.path} has {free} bytes free{stored}, too few for a capacity of "
-                f"{capacity}; lower --capacity or free space"
-            )
-
-    def _recover(self) -> None:
-        """Rebuild the index from the object files; remove what a crash left in tmp/."""
-        self.removed_temps += remove_temps(self._tmp_dir)
-        ix = self._index
-        scan = scan_objects(self._objects_dir, self._recovery_verify_max, self._move_aside)
-        self.dropped += scan.dropped
-        ix.version = max(read_version(self._version_path), scan.version)
-        for header, name in scan.found:
-            meta = ObjectMeta(
-                header.size, header.checksum, header.flags, header.version, header.created,
-                header.expires,
-            )  # fmt: skip
-            stored = Entry(
-                meta, _File(name, header.data_checksum), charge(header.size), header.job,
-                header.key,
-            )  # fmt: skip
-            self._insert(stored)
-            ix.used += stored.charged
-        ix.peak = ix.used
-        self.recovered = len(scan.found)
-
-    def _move_aside(self, name: str, reason: str) -> None:
-        """Move objects/``name`` to corrupt/ and say so."""
-        target = os.path.join(self._corrupt_dir, f"{name}.{time.time_ns()}")
-        try:
-            os.rename(os.path.join(self._objects_dir, name), target)
-        except OSError as exc:
-            reason += f" (and it could not be moved aside: {exc.strerror})"
-        print(
-            f"pocket hdd tier: {os.path.join(self._objects_dir, name)} is not served: {reason}; "
-            f"moved to {self._corrupt_dir}",
-            file=sys.stderr,
-        )
-
-    def _raise_version_ceiling(self) -> None:
-        """Persist a new ceiling above every version handed out so far (lock held or at
-        start): after a crash, versions continue above it, so a reader's pin never matches a
-        value it did not read."""
-        ceiling = self._index.version + _VERSION_STEP
-        write_version(self._version_path, ceiling)
-        self._version_ceiling = ceiling
 
     # -- write path ---------------------------------------------------------------------------
     def reserve(self, nbytes: int) -> Reservation:
@@ -528,7 +382,7 @@ class HddTier(IndexAnswers, TierDriver):
                     raise
                 self._index.version = version
                 meta = ObjectMeta(size, checksum, flags, version, now, expires)
-                self._insert(Entry(meta, _File(name, data_checksum), charged, job, key))
+                self._insert(Entry(meta, File(name, data_checksum), charged, job, key))
             if self.sync:
                 os.fsync(fd)
                 fsync_dir(self._objects_dir)
@@ -549,116 +403,6 @@ class HddTier(IndexAnswers, TierDriver):
 
     #: Hash of job and key to a file name (a class attribute so tests can force collisions).
     _name_base = staticmethod(name_for)
-
-    # -- read path ----------------------------------------------------------------------------
-    def lease(self, job: str, key: str, *, take: bool = False) -> Lease:
-        with self._locked:
-            stored = self._index.find(job, key)
-            fd = self._open(stored)
-            stored.refs += 1
-            if take:
-                self._index.remove(job, key)
-        size = stored.meta.size
-        try:
-            if size <= self._pread_max:
-                data = self._read_verified(fd, stored)
-                views = [memoryview(data)] if size else []
-                return Lease(stored.meta, views, self._release, _LeaseHandle(stored, None, []))
-            mm, view = self._map_verified(fd, stored)
-        except BaseException:
-            self._release(_LeaseHandle(stored, None, []))
-            raise
-        finally:
-            os.close(fd)
-        return Lease(stored.meta, [view], self._release, _LeaseHandle(stored, mm, [view]))
-
-    def read_small(
-        self, job: str, key: str, limit: int, *, take: bool = False
-    ) -> tuple[ObjectMeta, bytes] | None:
-        """One pread of a small value, hashed before it is returned."""
-        with self._locked:
-            stored = self._index.find(job, key)
-            if stored.meta.size > limit:
-                return None
-            fd = self._open(stored)
-            if take:
-                self._index.remove(job, key)
-        try:
-            return stored.meta, self._read_verified(fd, stored)
-        finally:
-            os.close(fd)
-
-    def _open(self, stored: _Stored) -> int:
-        """Open the object's file (lock held, so it is the file the index names)."""
-        try:
-            path = os.path.join(self._objects_dir, stored.loc.name)
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:  # removed behind the tier's back
-                self._index.remove(stored.job, stored.key)
-                raise NotFoundError(
-                    f"object {stored.key!r} in job {stored.job!r}: its file is gone"
-                ) from None
-            raise os_failure(exc, f"cannot open the file of {stored.key!r}") from exc
-
-    def _read_verified(self, fd: int, stored: _Stored) -> bytes:
-        size = stored.meta.size
-        try:
-            data = pread_all(fd, size, HEADER_SIZE) if size else b""
-        except OSError as exc:
-            raise os_failure(exc, f"cannot read {stored.key!r}") from exc
-        if len(data) != size:
-            self._damaged(stored, f"its file is short by {size - len(data)} bytes")
-        if value_checksum(data) != stored.loc.data_checksum:
-            self._damaged(stored, "its bytes do not match their checksum")
-        return data
-
-    def _map_verified(self, fd: int, stored: _Stored) -> tuple[mmap.mmap, memoryview]:
-        size = stored.meta.size
-        try:
-            st = os.fstat(fd)
-            if st.st_size != HEADER_SIZE + size:  # a mapping past the end would be SIGBUS
-                self._damaged(stored, f"its file is {st.st_size} bytes, not {HEADER_SIZE + size}")
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            mm = mmap.mmap(fd, HEADER_SIZE + size, prot=mmap.PROT_READ)
-        except OSError as exc:
-            raise os_failure(exc, f"cannot map {stored.key!r}") from exc
-        mm.madvise(mmap.MADV_SEQUENTIAL)
-        with memoryview(mm) as whole:
-            view = whole[HEADER_SIZE:]
-        state = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        if size <= self._verify_max or stored.loc.verified != state:
-            if value_checksum(view) != stored.loc.data_checksum:
-                view.release()
-                mm.close()
-                self._damaged(stored, "its bytes do not match their checksum")
-            # Remembered only once the file is a second old: a later change then gets a new
-            # mtime or ctime even where the clock is coarse.
-            if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > 1.0:
-                stored.loc.verified = state
-        return mm, view
-
-    def _damaged(self, stored: _Stored, reason: str) -> NoReturn:
-        """A value cannot be trusted: move its file aside and raise ChecksumError."""
-        with self._locked:
-            self.checksum_errors += 1
-            if self._index.discard(stored):
-                del self._names[stored.loc.name]
-                self._move_aside(stored.loc.name, reason)
-        raise ChecksumError(
-            f"object {stored.key!r} in job {stored.job!r} is damaged on disk: {reason}"
-        )
-
-    def _release(self, handle: _LeaseHandle) -> None:
-        stored = handle.stored
-        with self._locked:
-            self._index.release(stored)
-        for view in handle.views:
-            with contextlib.suppress(BufferError):
-                view.release()
-        if handle.mm is not None:
-            with contextlib.suppress(BufferError):  # views the caller kept hold the mapping
-                handle.mm.close()
 
     # -- accounting (stat, delete, list and bulk deletes: IndexAnswers) ------------------------
     def stats(self) -> TierStats:
@@ -689,55 +433,3 @@ class HddTier(IndexAnswers, TierDriver):
                     if fd is not None:
                         os.close(fd)
         unlock_dir(self._lock_fd)
-
-    # -- internals (lock held) ----------------------------------------------------------------
-    def _insert(self, stored: _Stored) -> None:
-        """Index ``stored``; the object it replaces (same key) is unlinked, file and all."""
-        old = self._index.insert(stored)
-        if old is not None:
-            self._delete(old)
-        self._names[stored.loc.name] = stored
-
-    def _delete(self, stored: _Stored) -> None:
-        """An object leaves the index (deleted or replaced): its name is free, its file
-        unlinked (leases keep it readable)."""
-        del self._names[stored.loc.name]
-        self._delete_file(stored)
-
-    def _delete_file(self, stored: _Stored) -> None:
-        # No POSIX_FADV_DONTNEED first: on a file still dirty it starts writing the value to
-        # disk, only to free it; unlinking drops its pages unwritten (docs/tiers.md).
-        self._defer_free(stored.loc.name, stored.meta.size)
-        try:
-            os.unlink(os.path.join(self._objects_dir, stored.loc.name))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            print(
-                f"pocket hdd tier: cannot remove the file of {stored.key!r} in job "
-                f"{stored.job!r}: {exc.strerror}; a restart keeps the newest value of the key",
-                file=sys.stderr,
-            )
-
-    def _defer_free(self, name: str, size: int) -> None:
-        """Keep a large file that is about to be unlinked open, for the closing thread: the
-        last close, not the unlink, then frees its pages and blocks."""
-        if size < _DEFER_FREE_MIN or self._closed:
-            return
-        if len(self._deferred) + self._to_close.qsize() >= _DEFER_FREE_MAX:
-            return
-        with contextlib.suppress(OSError):
-            path = os.path.join(self._objects_dir, name)
-            self._deferred.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-        if self._closer is None:
-            self._closer = threading.Thread(
-                target=_close_files, args=(self._to_close,), name="pocket-hdd-closer", daemon=True
-            )
-            self._closer.start()
-
-
-def _close_files(fds: queue.SimpleQueue[int | None]) -> None:
-    """The closing thread: close each file until told to stop."""
-    while (fd := fds.get()) is not None:
-        with contextlib.suppress(OSError):
-            os.close(fd)

@@ -17,32 +17,26 @@ Checksums are verified lazily, on read: a mismatch raises ChecksumError and the 
 handed out. One node owns a prefix: two live tiers over the same prefix would not see each
 other's writes.
 
-Requests to S3 and what their errors mean are in :mod:`pocketlib.tiers.s3requests`.
+Requests to S3 and what their errors mean are in :mod:`pocketlib.tiers.s3requests`; lookups,
+deletes and the per-key locks in :mod:`pocketlib.tiers.s3index`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import logging
 import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from ..errors import (
-    CapacityError,
-    ConfigError,
-    ServerError,
-)
+from ..errors import CapacityError, ConfigError
 from ..protocol import Hasher
 from ..protocol import checksum as xxh3
 from .base import Capabilities, Lease, ObjectMeta, Reservation, TierDriver, TierStats
 from .objindex import Entry, ObjectIndex
+from .s3index import S3Index, S3Object
 from .s3names import (
     MAX_PARTS,
     MIN_PART,
@@ -53,7 +47,6 @@ from .s3names import (
     parse_meta,
     parse_name,
 )
-from .s3requests import S3Requests
 
 __all__ = ["S3Tier", "decode_segment", "encode_segment"]
 
@@ -62,33 +55,9 @@ log = logging.getLogger(__name__)
 MiB = 1 << 20
 #: S3's largest part.
 MAX_PART = 5 << 30
-#: Keys per DeleteObjects request (S3's maximum).
-_DELETE_BATCH = 1000
 
 
-@dataclass(slots=True, frozen=True)
-class _Object:
-    """Where a value is stored."""
-
-    #: The object's S3 key.
-    name: str
-    #: xxh3 of the stored bytes (what reads are verified against).
-    digest: int
-
-
-#: An indexed value; it is charged its size.
-_Stored = Entry[_Object]
-
-
-class _KeyLock:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.users = 0
-
-
-class S3Tier(S3Requests, TierDriver):
+class S3Tier(S3Index, TierDriver):
     """Values as objects in ``bucket`` under ``prefix``; see the module docs for the layout."""
 
     name = "s3"
@@ -127,8 +96,8 @@ class S3Tier(S3Requests, TierDriver):
             endpoint = getattr(getattr(self._client, "meta", None), "endpoint_url", None)
             self.endpoint_url = endpoint if isinstance(endpoint, str) else None
         self._lock = threading.Lock()
-        self._index: ObjectIndex[_Object] = ObjectIndex(capacity)
-        self._key_locks: dict[tuple[str, str], _KeyLock] = {}
+        self._index: ObjectIndex[S3Object] = ObjectIndex(capacity)
+        self._key_locks = {}
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pocket-s3")
         #: Objects under the prefix that recovery could not read as the tier's own.
         self.skipped: list[str] = []
@@ -308,7 +277,7 @@ class S3Tier(S3Requests, TierDriver):
             }
             self._upload(name, chunks, size, metadata)
             with self._lock:
-                self._index.insert(Entry(meta, _Object(name, digest), charged, job, key))
+                self._index.insert(Entry(meta, S3Object(name, digest), charged, job, key))
         return meta
 
     # -- read path ----------------------------------------------------------------------------
@@ -375,90 +344,7 @@ class S3Tier(S3Requests, TierDriver):
                 raise
         return Lease(stored.meta, [memoryview(data).toreadonly()], self._release, stored)
 
-    def stat(self, job: str, key: str) -> ObjectMeta:
-        with self._lock:
-            return self._index.find(job, key, drop_expired=False).meta
-
-    # -- deletes ------------------------------------------------------------------------------
-    def delete(self, job: str, key: str) -> bool:
-        with self._key_locked([(job, key)]):
-            with self._lock:
-                stored = self._index.get(job, key)
-            if stored is None:
-                return False
-            self._delete_names([stored.loc.name])
-            with self._lock:
-                self._index.discard(stored)
-            return True
-
-    def delete_prefix(self, job: str, prefix: str) -> int:
-        with self._lock:
-            keys = self._index.keys(job, prefix)
-        return self._delete_many(job, keys, None)
-
-    def delete_job(self, job: str) -> int:
-        with self._lock:
-            keys = self._index.keys(job)
-        count = self._delete_many(job, keys, None)
-        with self._lock:
-            self._index.drop_job_if_empty(job)
-        return count
-
-    def expire(self, now: float) -> int:
-        due: dict[str, dict[str, int]] = {}
-        with self._lock:
-            for stored in self._index.due(now):
-                due.setdefault(stored.job, {})[stored.key] = stored.meta.version
-        count = 0
-        for job, versions in due.items():
-            try:
-                count += self._delete_many(job, sorted(versions), versions)
-            except BaseException:
-                with self._lock:  # not deleted: due again next time
-                    for key, version in versions.items():
-                        heapq.heappush(self._index.expiry, (now, version, job, key))
-                raise
-        return count
-
-    def _delete_many(self, job: str, keys: list[str], versions: dict[str, int] | None) -> int:
-        """Delete ``keys`` of ``job`` (only at these versions, if given); returns the count."""
-        count = 0
-        for start in range(0, len(keys), _DELETE_BATCH):
-            batch = keys[start : start + _DELETE_BATCH]
-            with self._key_locked([(job, k) for k in batch]):
-                with self._lock:
-                    doomed: list[_Stored] = []
-                    for key in batch:
-                        stored = self._index.get(job, key)
-                        if stored is None:
-                            continue
-                        if versions is not None and stored.meta.version != versions[key]:
-                            continue
-                        doomed.append(stored)
-                if not doomed:
-                    continue
-                failed = self._delete_names([s.loc.name for s in doomed], strict=False)
-                with self._lock:
-                    for stored in doomed:
-                        if stored.loc.name not in failed:
-                            self._index.discard(stored)
-                            count += 1
-                if failed:
-                    name, why = next(iter(failed.items()))
-                    raise ServerError(
-                        f"S3 DELETE s3://{self.bucket}/{name}: {why} "
-                        f"({len(failed)} objects not deleted)"
-                    )
-        return count
-
-    # -- listing and accounting ---------------------------------------------------------------
-    def list(
-        self, job: str, prefix: str = "", after: str = "", limit: int = 1000
-    ) -> tuple[list[str], bool]:
-        now = time.time()
-        with self._lock:
-            return self._index.page(job, prefix, after, limit, now)
-
+    # -- accounting ---------------------------------------------------------------------------
     def stats(self) -> TierStats:
         with self._lock:
             return self._index.stats(self.name)
@@ -490,7 +376,7 @@ class S3Tier(S3Requests, TierDriver):
                     continue
                 ix.version = max(ix.version, meta.version)
                 ix.used += meta.size
-                ix.insert(Entry(meta, _Object(name, digest), meta.size, job, key))
+                ix.insert(Entry(meta, S3Object(name, digest), meta.size, job, key))
         self._index.peak = self._index.used
         if self.skipped:
             log.warning(
@@ -503,35 +389,3 @@ class S3Tier(S3Requests, TierDriver):
                 "until enough is deleted",
                 self.bucket, self._base, self._index.used, self._index.capacity,
             )  # fmt: skip
-
-    # -- internals ----------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _key_locked(self, pairs: Iterable[tuple[str, str]]) -> Iterator[None]:
-        """Hold the locks of these keys (taken in sorted order: no deadlock between holders)."""
-        wanted: list[tuple[str, str]] = sorted(set(pairs))
-        with self._lock:
-            entries = []
-            for pair in wanted:
-                entry = self._key_locks.get(pair)
-                if entry is None:
-                    entry = self._key_locks[pair] = _KeyLock()
-                entry.users += 1
-                entries.append(entry)
-        held = 0
-        try:
-            for entry in entries:
-                entry.lock.acquire()
-                held += 1
-            yield
-        finally:
-            for entry in entries[:held]:
-                entry.lock.release()
-            with self._lock:
-                for pair, entry in zip(wanted, entries, strict=True):
-                    entry.users -= 1
-                    if entry.users == 0:
-                        del self._key_locks[pair]
-
-    def _release(self, stored: _Stored) -> None:
-        with self._lock:
-            self._index.release(stored)

@@ -87,7 +87,7 @@ class PocketShuffle(ShuffleStore):
     @property
     def job(self) -> Any:
         if self._job is None:
-            from ..client import attach, connect
+            from ..client.client import attach, connect
 
             if self.ticket is not None:  # a function attaches: no controller round trip
                 self._job = attach(self.ticket)
@@ -315,9 +315,9 @@ def run_demo(
     progress: bool = True,
 ) -> int:
     """``pocket demo``: a LocalCluster, a job registered with hints, the sort, the bill."""
-    from ..client import Client
-    from ..cluster import LocalCluster
+    from ..client.client import Client
     from ..config import JobHints, format_rate, format_size, parse_size
+    from ..control.cluster import LocalCluster
 
     cap = parse_size(capacity) if capacity else int(total * 1.5) + (64 << 20)
     print(f"pocket demo: MapReduce sort of {format_size(total)} ({total // RECORD:,} records of "
