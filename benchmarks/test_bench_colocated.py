@@ -5,7 +5,7 @@ Systems (all on 127.0.0.1, one DRAM node and one redis-server for the session):
 
 - ``pocket-shm``: a client that mapped the node's arena, with the library's own choice of path
   per size (what a co-located client gets: PUT through shared memory from
-  ``pocketlib.client.job._SHARED_PUT_MIN``, GET answered inline up to the node's
+  ``pocketlib.client.base.SHARED_PUT_MIN``, GET answered inline up to the node's
   ``pocketlib.node.shared.INLINE_LIMIT`` and leased above);
 - ``pocket-shm-always`` (PUT only): the same client with the shared-memory PUT at every size
   (SHM_RESERVE, a copy into the arena, SHM_COMMIT), to see where that path starts to win;
@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 import pocketlib
-import pocketlib.client.job
+import pocketlib.client.base
 from pocketlib.bench.redis_peer import RedisServer
 from pocketlib.bench.tiers import environment
 from pocketlib.control.cluster import NodeProcess
@@ -125,7 +125,7 @@ def store(
             return job.put, job.get
         job = request.getfixturevalue("shm_job")
         if system == "pocket-shm-always":
-            monkeypatch.setattr(pocketlib.client.job, "_SHARED_PUT_MIN", 0)
+            monkeypatch.setattr(pocketlib.client.base, "SHARED_PUT_MIN", 0)
         return job.put, job.get
 
     return pick

@@ -10,7 +10,7 @@ import pytest
 from _helpers import node_stats, tier_stats, wait_until
 
 import pocketlib
-from pocketlib.client.shared import open_arena
+from pocketlib.client.arena import open_arena
 from pocketlib.control.cluster import NodeProcess
 from pocketlib.errors import RequestError
 from pocketlib.transport import boot_id

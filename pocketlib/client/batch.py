@@ -40,7 +40,7 @@ from ..protocol import (
 from . import stripes
 
 if TYPE_CHECKING:
-    from .job import Job
+    from .base import JobBase
 
 __all__ = ["BATCH_BYTES", "BATCH_KEYS", "WINDOW", "get_many", "pipeline", "put_many"]
 
@@ -51,7 +51,7 @@ WINDOW = 8
 
 
 def put_many(
-    job: Job, items: Mapping[str, Buffer], ttl_ms: int, compress: bool, persist: bool
+    job: JobBase, items: Mapping[str, Buffer], ttl_ms: int, compress: bool, persist: bool
 ) -> None:
     """Store ``items`` for ``job``, batched per node; the first error once every item was
     tried (items that succeeded stay stored)."""
@@ -111,7 +111,7 @@ def put_many(
 
 
 def get_many(
-    job: Job, wanted: Sequence[bytes], delete_after_read: bool, out: dict[str, bytes]
+    job: JobBase, wanted: Sequence[bytes], delete_after_read: bool, out: dict[str, bytes]
 ) -> None:
     """Put the values of the ``wanted`` keys that exist into ``out`` (by key)."""
     # Round r asks each key's r-th candidate node (newest weight map first); a job with

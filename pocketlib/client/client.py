@@ -12,131 +12,29 @@ and every value carries a 64-bit checksum (XXH3) that the client verifies on eve
 
 from __future__ import annotations
 
-import itertools
+import copyreg
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..config import Address, JobHints, Timeouts
-from ..connection import Connection, Deadline, NodePool
-from ..errors import PocketError, RequestError
-from ..protocol import Buffer, Flag, Op, ResponseHeader, decode_json, pack_request
+from ..errors import RequestError
+from ..protocol import Op
 from ..routing.weightmap import WeightMap
 from ..ticket import DEFAULT_STRIPE_SIZE, Ticket
-from .job import Job, ObjectInfo
-
-if TYPE_CHECKING:
-    from ..rpc import JsonChannel
-    from .shared import SharedArena
+from .base import ObjectInfo
+from .calls import ClientCalls
+from .job import Job
 
 __all__ = ["Client", "Job", "ObjectInfo", "attach", "attached", "connect"]
 
-T = TypeVar("T")
 
-_DELETE_AFTER_READ = Flag.DELETE_AFTER_READ
-#: Values up to this size are joined with their header into one send.
-_JOIN_LIMIT = 64 * 1024
-
-
-class _Pools(dict[str, NodePool]):
-    """Connection pools by node address, made on first use (tickets name new nodes)."""
-
-    def __init__(self, timeouts: Timeouts, deadline: Deadline) -> None:
-        super().__init__()
-        self.timeouts = timeouts
-        self.deadline = deadline
-
-    def __missing__(self, node: str) -> NodePool:
-        pool = self[node] = NodePool(Address.parse(node), self.timeouts, deadline=self.deadline)
-        return pool
-
-
-class Client:
-    """Connection pools to nodes, and the way to a controller.
+class Client(ClientCalls):
+    """Connection pools to nodes, and the way to a controller; makes :class:`Job` handles.
 
     ``Client("host:port")`` talks to a controller (register and attach jobs);
     ``Client(["host:port", ...])`` to fixed nodes (direct mode, :meth:`open_job`).
     """
-
-    def __init__(
-        self,
-        nodes: str | Address | Sequence[str | Address] = (),
-        *,
-        controller: str | Address | None = None,
-        timeouts: Timeouts | None = None,
-    ) -> None:
-        if isinstance(nodes, str | Address):  # one address: the controller
-            controller, nodes = nodes, ()
-        if not nodes and controller is None:
-            raise RequestError("a client needs node addresses or a controller address")
-        self.timeouts = timeouts or Timeouts()
-        self.controller = str(Address.parse(controller)) if controller is not None else None
-        self._control: JsonChannel | None = None
-        #: When every call must end (set by a serverless handler for one invocation).
-        self.deadline = Deadline()
-        self.pools = _Pools(self.timeouts, self.deadline)
-        #: The nodes of direct mode, in the order given.
-        self.nodes = [str(Address.parse(n)) for n in nodes]
-        for node in self.nodes:
-            _ = self.pools[node]
-        # Request ids only need to differ among requests in flight on one connection; one
-        # counter per client lets a frame be built before a connection is taken.
-        self._ids = itertools.count(1)
-        # Per node: its tier mapped into this process (co-located), or None; probed once.
-        self._arenas: dict[str, SharedArena | None] = {}
-
-    def call(
-        self,
-        node: str,
-        op: int,
-        job: bytes = b"",
-        token: bytes = b"",
-        key: bytes = b"",
-        *,
-        body: Sequence[Buffer] = (),
-        read: Callable[[Connection, ResponseHeader], T] | None = None,
-        flags: int = 0,
-        offset: int = 0,
-        length: int = 0,
-        ttl_ms: int = 0,
-        arg: int = 0,
-        value_checksum: int = 0,
-        map_version: int = 0,
-    ) -> tuple[ResponseHeader, T | bytes]:
-        """One request/response exchange with ``node``.
-
-        ``length`` is the body's size when there is a body, else (ranged GET) the range's;
-        ``map_version`` is the weight-map version of the ticket the request is made under.
-        ``read`` consumes the response body (default: read it as bytes). A request on a pooled
-        connection that the node closed while it sat idle is retried once on a fresh one.
-        """
-        if body:
-            length = len(body[0]) if len(body) == 1 else sum(len(b) for b in body)
-        rid = next(self._ids) & 0xFFFFFFFF
-        head = pack_request(
-            op, rid, flags, job, token, key, offset, length, ttl_ms, arg, value_checksum,
-            map_version,
-        )  # fmt: skip
-        if not body:
-            parts: Sequence[Buffer] = (head,)
-        elif length <= _JOIN_LIMIT:
-            parts = (head + body[0],) if len(body) == 1 else (head + b"".join(body),)
-        else:
-            parts = (head, *body)
-        return self.pools[node].exchange(parts, rid, read, retry=not flags & _DELETE_AFTER_READ)
-
-    def exchange(
-        self,
-        node: str,
-        parts: Sequence[Buffer],
-        rid: int,
-        read: Callable[[Connection, ResponseHeader], T] | None = None,
-        *,
-        retry: bool = True,
-    ) -> tuple[ResponseHeader, T | bytes]:
-        """Send one framed request (``parts``) to ``node`` and read its response (see
-        :meth:`NodePool.exchange`: a stale pooled connection is retried once if ``retry``)."""
-        return self.pools[node].exchange(parts, rid, read, retry=retry)
 
     # -- direct mode --------------------------------------------------------------------------
     def open_job(self, name: str, *, stripe_size: int = DEFAULT_STRIPE_SIZE) -> Job:
@@ -158,17 +56,6 @@ class Client:
         return Job(self, ticket, tokens)
 
     # -- with a controller --------------------------------------------------------------------
-    def control(self, op: int, body: Mapping[str, Any], *, job: str = "", token: bytes = b""
-                ) -> dict[str, Any]:  # fmt: skip
-        """One JSON request to the controller."""
-        if self.controller is None:
-            raise RequestError("this client has no controller address")
-        if self._control is None:
-            from ..rpc import JsonChannel
-
-            self._control = JsonChannel(self.controller, self.timeouts)
-        return self._control.call(op, body, job=job, token=token)
-
     def register_job(self, name: str, hints: JobHints | None = None) -> Job:
         """Register job ``name`` with the controller; its handle (``job.ticket`` for functions).
 
@@ -182,69 +69,6 @@ class Client:
     def attach(self, ticket: Ticket | str | bytes | Mapping[str, Any]) -> Job:
         """The job of ``ticket`` (or its JSON), using this client's connections."""
         return Job(self, Ticket.parse(ticket))
-
-    def deregister_job(self, job: Job | Ticket) -> dict[str, Any]:
-        """Free the job's allocation and all its data on every node."""
-        ticket = job.ticket if isinstance(job, Job) else job
-        return self.control(Op.JOB_DEREGISTER, {}, job=ticket.job, token=ticket.token)
-
-    def ticket(self, job: Job | Ticket) -> Ticket:
-        """The job's current ticket from the controller (new weight maps, lost nodes)."""
-        old = job.ticket if isinstance(job, Job) else job
-        return Ticket.from_dict(self.control(Op.JOB_INFO, {}, job=old.job, token=old.token))
-
-    def status(self) -> dict[str, Any]:
-        """The controller's view: nodes, jobs, autoscaling decisions, usage and cost."""
-        return self.control(Op.CLUSTER_STATUS, {})
-
-    # -- nodes ----------------------------------------------------------------------------------
-    def arena(self, node: str) -> SharedArena | None:
-        """``node``'s tier mapped into this process if it is on this host, else None."""
-        try:
-            return self._arenas[node]
-        except KeyError:
-            pass
-        from .shared import open_arena
-
-        try:
-            info = decode_json(self.call(node, Op.MAP_INFO)[1])
-        except PocketError:
-            info = {}
-        arena = self._arenas[node] = open_arena(info)
-        return arena
-
-    def node_stats(self, nodes: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-        """Each node's STATS: counters, tier accounting, per-job bytes used."""
-        nodes = list(nodes) if nodes is not None else list(self.pools)
-        return {node: decode_json(self.call(node, Op.STATS)[1]) for node in nodes}
-
-    def ping(self) -> None:
-        """Round trip to every node (and the controller); raises if one is unreachable."""
-        for node in list(self.pools):
-            self.call(node, Op.PING)
-        if self.controller is not None:
-            self.control(Op.PING, {})
-
-    def drop_idle(self) -> None:
-        """Close the pooled connections not in use, so that the next calls connect afresh
-        (after a frozen serverless environment thaws, its sockets may be dead)."""
-        for pool in list(self.pools.values()):
-            pool.drop_idle()
-        if self._control is not None:
-            self._control.pool.drop_idle()
-
-    def close(self) -> None:
-        """Close every pooled connection."""
-        for pool in list(self.pools.values()):
-            pool.close()
-        if self._control is not None:
-            self._control.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def connect(
@@ -301,11 +125,28 @@ def attached(ticket: Ticket | str | Mapping[str, Any]) -> Job:
         return job
 
 
+def _reduce_job(job: Job) -> tuple[Any, tuple[Any, ...]]:
+    """How a :class:`Job` pickles: by what opens it again, never by its connections (function
+    arguments are pickled: Lithops, multiprocessing, Dask): a controller job by its current
+    ticket (:func:`attach`), a direct-mode job by its nodes, name and stripe size.
+
+    Registered here rather than as ``Job.__reduce__`` because opening a job again needs
+    :class:`Client`, which sits above :class:`Job`.
+    """
+    timeouts = job.client.timeouts
+    if job.ticket.controller is None and not job.ticket.token:
+        return _reopen, (tuple(job.client.nodes), job.name, job.ticket.stripe_size, timeouts)
+    return _reattach, (job.ticket, timeouts)
+
+
+copyreg.pickle(Job, _reduce_job)
+
+
 def _reattach(ticket: Ticket, timeouts: Timeouts) -> Job:
-    """A pickled controller job, opened again (see ``Job.__reduce__``)."""
+    """A pickled controller job, opened again (see :func:`_reduce_job`)."""
     return attach(ticket, timeouts=timeouts)
 
 
 def _reopen(nodes: Sequence[str], name: str, stripe_size: int, timeouts: Timeouts) -> Job:
-    """A pickled direct-mode job, opened again on its nodes (see ``Job.__reduce__``)."""
+    """A pickled direct-mode job, opened again on its nodes (see :func:`_reduce_job`)."""
     return connect(nodes, name, timeouts=timeouts, stripe_size=stripe_size)

@@ -29,7 +29,7 @@ from ..errors import (
 from ..protocol import Flag, Op, encode_request
 
 if TYPE_CHECKING:
-    from .job import Job
+    from .base import JobBase
 
 __all__ = ["REQUEST_BYTES", "RANGES_PER_REQUEST", "get_ranges"]
 
@@ -45,7 +45,7 @@ _SPECIAL = Flag.LZ4 | Flag.STRIPED
 _Pending = deque[tuple[int, int, bytes, list[int]]]
 
 
-def get_ranges(job: Job, wanted: Sequence[tuple[bytes, int, int]]) -> list[bytes | None]:
+def get_ranges(job: JobBase, wanted: Sequence[tuple[bytes, int, int]]) -> list[bytes | None]:
     """Bytes ``[start, end)`` of each ``(key, start, end)`` from the newest weight map's node.
 
     None where that node had nothing plain to give (a miss, a compressed or striped value):
@@ -107,7 +107,7 @@ def _groups(wanted: Sequence[tuple[bytes, int, int]], indices: list[int]) -> lis
 
 
 def _request(
-    job: Job, node: str, rid: int, raw: bytes, ranges: list[tuple[bytes, int, int]]
+    job: JobBase, node: str, rid: int, raw: bytes, ranges: list[tuple[bytes, int, int]]
 ) -> bytes:
     common = (rid, job._job, job._tokens[node], raw)
     if len(ranges) == 1:

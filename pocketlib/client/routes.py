@@ -25,7 +25,7 @@ from ..routing.weightmap import VersionedRouter
 from ..ticket import Ticket
 
 if TYPE_CHECKING:
-    from .client import Client
+    from .calls import ClientCalls
 
 __all__ = ["RoutedJob"]
 
@@ -41,7 +41,7 @@ _ATTEMPTS = 4
 class RoutedJob:
     """A job's ticket and routes (the base of :class:`~pocketlib.client.job.Job`)."""
 
-    client: Client
+    client: ClientCalls
 
     def _use(self, ticket: Ticket, tokens: Mapping[str, bytes] | None = None) -> None:
         """Route by ``ticket`` from now on (at construction and on refresh).

@@ -19,7 +19,7 @@ from ..protocol import Flag, Hasher, Op, ResponseHeader, checksum, encode_reques
 if TYPE_CHECKING:
     from typing_extensions import Buffer as AnyBuffer
 
-    from .client import Client
+    from .calls import ClientCalls
 
 __all__ = ["ObjectReader", "ObjectWriter"]
 
@@ -132,7 +132,7 @@ class ObjectReader(io.RawIOBase):
 
     def __init__(
         self,
-        client: Client,
+        client: ClientCalls,
         node: str,
         job: bytes,
         token: bytes,

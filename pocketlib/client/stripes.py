@@ -39,11 +39,11 @@ from ..errors import (
     VersionError,
 )
 from ..protocol import Buffer, Flag, Hasher, Op, checksum, decompress
+from .arena import SharedBuffer
+from .base import JobBase, ObjectInfo
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .job import Job, ObjectInfo
-    from .shared import SharedBuffer
+    from .calls import ClientCalls
 
 __all__ = [
     "MANIFEST_MAX",
@@ -124,12 +124,12 @@ def is_chunk_key(raw: bytes) -> bool:
 # -- the thread pool ----------------------------------------------------------------------------
 # One per Client (its connection pools are shared by the threads), made on first use and made
 # again in a forked child, whose copy of the parent's pool has no threads.
-_executors: weakref.WeakKeyDictionary[Client, tuple[int, ThreadPoolExecutor]] = (
+_executors: weakref.WeakKeyDictionary[ClientCalls, tuple[int, ThreadPoolExecutor]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _executor(client: Client) -> ThreadPoolExecutor:
+def _executor(client: ClientCalls) -> ThreadPoolExecutor:
     pid = os.getpid()
     entry = _executors.get(client)
     if entry is None or entry[0] != pid:
@@ -139,7 +139,7 @@ def _executor(client: Client) -> ThreadPoolExecutor:
     return entry[1]
 
 
-def shutdown(client: Client) -> None:
+def shutdown(client: ClientCalls) -> None:
     """Stop ``client``'s chunk threads (they are made again if it is used afterwards)."""
     entry = _executors.pop(client, None)
     if entry is not None and entry[0] == os.getpid():
@@ -147,7 +147,7 @@ def shutdown(client: Client) -> None:
 
 
 def _run(
-    client: Client,
+    client: ClientCalls,
     tasks: Sequence[Callable[[], T]],
     *,
     meanwhile: Callable[[], None] | None = None,
@@ -196,7 +196,7 @@ class _Missing(Exception):
 
 
 # -- writes -------------------------------------------------------------------------------------
-def put(job: Job, raw: bytes, view: Buffer, flags: int, ttl_ms: int) -> None:
+def put(job: JobBase, raw: bytes, view: Buffer, flags: int, ttl_ms: int) -> None:
     """Store ``view`` (already compressed if ``flags`` has LZ4) striped under ``raw``."""
     data = memoryview(view).cast("B")
     size = len(data)
@@ -236,19 +236,19 @@ def _bind(fn: Callable[[int], T], i: int) -> Callable[[], T]:
     return lambda: fn(i)
 
 
-def _warm(job: Job) -> None:
+def _warm(job: JobBase) -> None:
     # Probe each node's shared-memory arena once, here, rather than racing in the threads.
     for node in job._live_nodes:
         job.client.arena(node)
 
 
-def _candidates(job: Job, key: bytes) -> list[str]:
+def _candidates(job: JobBase, key: bytes) -> list[str]:
     if job._single:
         return [job._node_for(key)]
     return [n for n in job.router.read_nodes(key) if n in job._live_nodes]
 
 
-def _delete_chunks(job: Job, raw: bytes, m: Manifest, *, strict: bool) -> None:
+def _delete_chunks(job: JobBase, raw: bytes, m: Manifest, *, strict: bool) -> None:
     """DELETE each chunk wherever a weight-map version may have put it."""
 
     def delete(i: int) -> None:
@@ -263,7 +263,7 @@ def _delete_chunks(job: Job, raw: bytes, m: Manifest, *, strict: bool) -> None:
     _run(job.client, [_bind(delete, i) for i in range(m.count)])
 
 
-def drop_chunks(job: Job, raw: bytes, manifest: Buffer) -> None:
+def drop_chunks(job: JobBase, raw: bytes, manifest: Buffer) -> None:
     """Delete the chunks of a striped value that a put just replaced (best effort: a chunk
     that cannot be deleted stays unlisted until purge, deregistration or its ttl)."""
     try:
@@ -273,7 +273,7 @@ def drop_chunks(job: Job, raw: bytes, manifest: Buffer) -> None:
     _delete_chunks(job, raw, m, strict=False)
 
 
-def delete_at(job: Job, node: str, raw: bytes) -> bool:
+def delete_at(job: JobBase, node: str, raw: bytes) -> bool:
     """Delete ``raw`` on ``node`` and, if it was a manifest, its chunks; whether it existed.
 
     The delete is a ranged GET of the value's head with DELETE_AFTER_READ: one request, like
@@ -298,7 +298,7 @@ def delete_at(job: Job, node: str, raw: bytes) -> bool:
 
 
 # -- reads --------------------------------------------------------------------------------------
-def _peek(job: Job, raw: bytes) -> Manifest | None:
+def _peek(job: JobBase, raw: bytes) -> Manifest | None:
     """The manifest now under ``raw`` (None if the value is not striped); NotFoundError if
     there is no value."""
     h, body = job._read(raw.decode(), lambda n, r: job._call(
@@ -307,7 +307,7 @@ def _peek(job: Job, raw: bytes) -> Manifest | None:
     return Manifest.decode(body, raw) if h.flags & Flag.STRIPED else None
 
 
-def manifest_at(job: Job, node: str, raw: bytes, version: int) -> Manifest:
+def manifest_at(job: JobBase, node: str, raw: bytes, version: int) -> Manifest:
     """The manifest stored as ``version`` of ``raw`` on ``node``; ConflictError if the key now
     holds another version."""
     h, body = job._call(
@@ -320,11 +320,15 @@ def manifest_at(job: Job, node: str, raw: bytes, version: int) -> Manifest:
 
 
 def stat(
-    job: Job, node: str, raw: bytes, key: str, version: int, created: float, expires: float | None
+    job: JobBase,
+    node: str,
+    raw: bytes,
+    key: str,
+    version: int,
+    created: float,
+    expires: float | None,
 ) -> ObjectInfo:
     """What :meth:`Job.stat` reports of the striped ``version`` of ``raw`` on ``node``."""
-    from .job import ObjectInfo
-
     try:
         m = manifest_at(job, node, raw, version)
     except ConflictError:  # overwritten since the STAT: look again
@@ -333,7 +337,7 @@ def stat(
     return ObjectInfo(key, m.size, m.checksum, version, m.lz4, created, expires, True, length)
 
 
-def _lz4_length(job: Job, raw: bytes, m: Manifest) -> int:
+def _lz4_length(job: JobBase, raw: bytes, m: Manifest) -> int:
     """A compressed striped value's own length: the lz4 block stores it in its first 4 bytes,
     the start of chunk 0."""
     _, head = job._read(m.chunk_key(raw, 0).decode(), lambda n, r: job._call(
@@ -342,7 +346,7 @@ def _lz4_length(job: Job, raw: bytes, m: Manifest) -> int:
     return int.from_bytes(head, "little")
 
 
-def _explain(job: Job, raw: bytes, m: Manifest, index: int, taken: bool) -> PocketError:
+def _explain(job: JobBase, raw: bytes, m: Manifest, index: int, taken: bool) -> PocketError:
     """The error for chunk ``index`` not found: the value changed, or lost a chunk."""
     key = raw.decode()
     if not taken:  # the manifest is still ours to look at: did the value change meanwhile?
@@ -357,7 +361,7 @@ def _explain(job: Job, raw: bytes, m: Manifest, index: int, taken: bool) -> Pock
     )
 
 
-def _fill(job: Job, raw: bytes, m: Manifest, target: memoryview, take: bool) -> None:
+def _fill(job: JobBase, raw: bytes, m: Manifest, target: memoryview, take: bool) -> None:
     """Read every chunk into ``target`` (``m.size`` bytes) and check the whole value."""
 
     def fetch(i: int) -> None:
@@ -389,7 +393,7 @@ def _fill(job: Job, raw: bytes, m: Manifest, target: memoryview, take: bool) -> 
         raise ChecksumError(f"checksum mismatch reading striped value {raw.decode()!r}")
 
 
-def _assemble(job: Job, raw: bytes, m: Manifest, take: bool) -> bytes:
+def _assemble(job: JobBase, raw: bytes, m: Manifest, take: bool) -> bytes:
     """The whole stored value, as one bytes object the chunks were read straight into.
 
     A BytesIO's buffer is a bytes object that ``getbuffer()`` exposes writable and that
@@ -405,7 +409,7 @@ def _assemble(job: Job, raw: bytes, m: Manifest, take: bool) -> bytes:
     return io_.getvalue()
 
 
-def get(job: Job, raw: bytes, body: Buffer, take: bool) -> bytes:
+def get(job: JobBase, raw: bytes, body: Buffer, take: bool) -> bytes:
     """The value whose manifest is ``body`` (``take``: the manifest was read with
     DELETE_AFTER_READ, and the chunks are taken too)."""
     m = Manifest.decode(body, raw)
@@ -413,7 +417,7 @@ def get(job: Job, raw: bytes, body: Buffer, take: bool) -> bytes:
     return decompress(out) if m.lz4 else out
 
 
-def get_into(job: Job, raw: bytes, body: Buffer, target: memoryview, take: bool) -> int:
+def get_into(job: JobBase, raw: bytes, body: Buffer, target: memoryview, take: bool) -> int:
     """Read the value whose manifest is ``body`` into ``target``; its length."""
     m = Manifest.decode(body, raw)
     if m.lz4:
@@ -434,17 +438,15 @@ def _too_small(raw: bytes, need: int, have: int) -> PocketError:
     return RequestError(f"{raw.decode()!r} is {need} bytes; the buffer holds {have}")
 
 
-def get_buffer(job: Job, raw: bytes, body: Buffer, take: bool) -> SharedBuffer:
+def get_buffer(job: JobBase, raw: bytes, body: Buffer, take: bool) -> SharedBuffer:
     """A read-only buffer over a copy of the value whose manifest is ``body``."""
-    from .shared import SharedBuffer
-
     m = Manifest.decode(body, raw)
     if m.lz4:
         return SharedBuffer(memoryview(decompress(_assemble(job, raw, m, take))))
     return SharedBuffer(memoryview(_assemble(job, raw, m, take)))
 
 
-def get_range(job: Job, node: str, raw: bytes, version: int, start: int, end: int) -> bytes:
+def get_range(job: JobBase, node: str, raw: bytes, version: int, start: int, end: int) -> bytes:
     """Bytes ``[start, end)`` of the striped ``version`` of ``raw`` on ``node``: ranged GETs
     of the chunks that cover them, in parallel."""
     m = manifest_at(job, node, raw, version)

@@ -17,12 +17,12 @@ from ..errors import PocketTimeoutError, StaleTicketError, TransportError
 from ..protocol import MAX_WAIT_MS, Op, decode_keys, encode_keys, validate_key
 
 if TYPE_CHECKING:
-    from .job import Job
+    from .base import JobBase
 
 __all__ = ["wait_for"]
 
 
-def wait_for(job: Job, keys: Iterable[str], timeout: float | None = None) -> None:
+def wait_for(job: JobBase, keys: Iterable[str], timeout: float | None = None) -> None:
     """Return once every key of ``keys`` is stored in ``job``; PocketTimeoutError (naming the
     keys still missing) after ``timeout`` seconds."""
     deadline = None if timeout is None else time.monotonic() + timeout
