@@ -14,8 +14,9 @@ from __future__ import annotations
 from .context import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT, in_lambda, payload_limit
 from .decorator import handler, is_cold_start
 from .executor import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, FunctionExecutor
+from .invocation import Invocation, LambdaError
 from .refs import REF_KEY, is_ref, offload, resolve
-from .runtime import Invocation, LambdaError, LocalLambda
+from .runtime import LocalLambda
 from .shuffle import (
     RangePartitioner,
     ShuffleAbortedError,

@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .lambda_backend import LambdaBackend
+from .lambda_backend import HANDLER, MAX_INLINE, LambdaBackend, aws_invoker, local_invoker
 from .refs import offload, resolve
 from .runtime import LocalLambda
+from .tasks import _map_task, _reduce_task, _run
 
 if TYPE_CHECKING:
     from ..client.job import Job
@@ -83,20 +84,18 @@ class FunctionExecutor:
             # (Lithops caps one call's data at 4 MiB: the rest goes by reference.)
             self.threshold = min(threshold, 1 << 20)
             return
-        from . import lambda_backend as lb
-
         # What an invoke carries inline must fit its payload: the rest goes by reference.
-        self.threshold = min(threshold, lb.MAX_INLINE // 2)
+        self.threshold = min(threshold, MAX_INLINE // 2)
         concurrency = workers or 16
         if backend == "lambda":
-            backend = self._owned = LocalLambda(lb.HANDLER, **dict(lambda_args or {}))
+            backend = self._owned = LocalLambda(HANDLER, **dict(lambda_args or {}))
         if isinstance(backend, LocalLambda):
-            self._pool = lb.LambdaBackend(lb.local_invoker(backend), concurrency)
+            self._pool = LambdaBackend(local_invoker(backend), concurrency)
         elif backend == "aws":
             if not function_name:
                 raise ConfigError("backend 'aws' needs the function_name of a deployed handler")
-            invoker = lb.aws_invoker(function_name, **dict(lambda_args or {}))
-            self._pool = lb.LambdaBackend(invoker, concurrency)
+            invoker = aws_invoker(function_name, **dict(lambda_args or {}))
+            self._pool = LambdaBackend(invoker, concurrency)
         else:
             raise ConfigError(f"unknown backend {backend!r}: 'processes', 'lambda', 'aws' or a "
                               "LocalLambda")  # fmt: skip
@@ -343,108 +342,6 @@ def _failing_with_mappers(reducer: cf.Future[Any], maps: list[cf.Future[Any]]) -
 
 #: Argument types too small ever to go by reference.
 _SMALL = frozenset({int, float, bool, type(None)})
-
-# -- in the worker -------------------------------------------------------------------------------
-
-_worker_funcs: dict[bytes, Callable[..., Any]] = {}
-
-
-def _function(blob: tuple[bytes, bytes] | tuple[bytes, bytes, bool]) -> Callable[..., Any]:
-    """The function of ``blob`` (an id and its pickle), unpickled once per worker."""
-    func = _worker_funcs.get(blob[0])
-    if func is None:
-        if len(_worker_funcs) >= 64:
-            _worker_funcs.clear()
-        func = _worker_funcs[blob[0]] = pickle.loads(blob[1])  # (pickled by our driver)
-    return func
-
-
-def _attach(ticket: str) -> Job:
-    """The job of ``ticket``, attached once per worker."""
-    from ..client.client import attached
-
-    return attached(ticket)
-
-
-def _map_task(blob: tuple[bytes, bytes, bool], payload: dict[str, Any], ticket: str,
-              shuffle: str, mapper: int, reducers: int,
-              partition: Callable[..., Any] | None = None,
-              mode: bool | tuple[str, Any] = False) -> int:  # fmt: skip
-    """A mapper: its records partitioned and published, one object per reducer (``mode``:
-    records, raw parts when True, or ``("arrow", by)``: a table shuffled by its key columns)."""
-    from .shuffle import ShuffleWriter
-
-    job = _attach(ticket)
-    payload = resolve(payload, job)
-    kwargs = dict(payload["kwargs"], **({"job": job} if blob[2] else {}))
-    records = _function(blob)(*payload["args"], **kwargs)
-    if isinstance(mode, tuple):
-        from ..arrow.shuffle import shuffle_write
-
-        if not _is_table(records):
-            raise ConfigError(f"with by=..., a mapper returns a pyarrow Table, not "
-                              f"{type(records).__name__}")  # fmt: skip
-        shuffle_write(job, shuffle, mapper, records, by=mode[1], partitions=reducers,
-                      partitioner=partition)  # fmt: skip
-        return mapper
-    if _is_table(records):
-        raise ConfigError("a mapper returned a pyarrow Table: name its key column(s) with by=")
-    with ShuffleWriter(job, shuffle, mapper, reducers) as out:
-        if mode:
-            parts = list(records)
-            if len(parts) != reducers:
-                raise ConfigError(f"a raw mapper returns {reducers} parts, not {len(parts)}")
-            for r, part in enumerate(parts):
-                out.write(r, part)
-        elif partition is None:
-            out.write_records(records)
-        else:
-            out.write_records(records, partition)
-    return mapper
-
-
-def _is_table(value: Any) -> bool:
-    """Whether ``value`` is a pyarrow Table (without importing pyarrow if it is not loaded)."""
-    pa = sys.modules.get("pyarrow")
-    return pa is not None and isinstance(value, pa.Table)
-
-
-def _reduce_task(blob: tuple[bytes, bytes, bool], ticket: str, shuffle: str, reducer: int,
-                 mappers: int, timeout: float | None, threshold: int,
-                 mode: bool | tuple[str, Any] = False) -> Any:  # fmt: skip
-    """A reducer: its partition from every mapper (waited for on the nodes), reduced."""
-    from .shuffle import ShuffleReader
-
-    job = _attach(ticket)
-    records: Any
-    if isinstance(mode, tuple):
-        from ..arrow.shuffle import shuffle_read
-
-        records = shuffle_read(job, shuffle, reducer, mappers=mappers, timeout=timeout)
-    else:
-        reader = ShuffleReader(job, shuffle, reducer, mappers)
-        records = reader.read(timeout=timeout) if mode else reader.read_records(timeout=timeout)
-    result = _function(blob)(records, **({"job": job} if blob[2] else {}))
-    del records  # (a table over the node's memory: its space is freed with it)
-    return offload(result, job, threshold=threshold, pickled=True)
-
-
-def _run(blob: tuple[bytes, bytes], payload: dict[str, Any], ticket: str | None,
-         wants_job: bool, threshold: int) -> Any:  # fmt: skip
-    """One call, in a worker process: the function unpickled and the job attached once per
-    worker."""
-    func = _function(blob)
-    job = None
-    if ticket is not None:
-        job = _attach(ticket)
-        payload = resolve(payload, job)
-    kwargs = dict(payload["kwargs"])
-    if wants_job:
-        kwargs["job"] = job
-    result = func(*payload["args"], **kwargs)
-    if job is not None:
-        result = offload(result, job, threshold=threshold, pickled=True)
-    return result
 
 
 def _arguments(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""AWS Lambda's Invoke API on loopback, in front of a :class:`LocalLambda`.
+"""AWS Lambda's Invoke API on loopback, in front of a :class:`LocalLambda` (or anything that
+invokes as it does: a :class:`Function`).
 
 ``POST /2015-03-31/functions/{name}/invocations`` with the ``X-Amz-Invocation-Type`` header
 (RequestResponse, Event or DryRun), answered as AWS answers: 200 with the payload (and
@@ -13,22 +14,35 @@ import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .runtime import LambdaError
+from .invocation import Invocation, LambdaError
 
-if TYPE_CHECKING:
-    from .runtime import LocalLambda
-
-__all__ = ["InvokeServer"]
+__all__ = ["Function", "InvokeServer"]
 
 _PREFIX = "/2015-03-31/functions/"
+
+
+class Function(Protocol):
+    """What the Invoke API serves: a :class:`~pocketlib.serverless.runtime.LocalLambda`, seen
+    only through its name, its ARN and its ``invoke`` (so this module need not import it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def arn(self) -> str: ...
+
+    def invoke(
+        self, event: Any = None, *, invocation_type: str = "RequestResponse",
+        payload: bytes | None = None,
+    ) -> Invocation: ...  # fmt: skip
 
 
 class InvokeServer:
     """The Invoke API of one LocalLambda, served from a background thread."""
 
-    def __init__(self, function: LocalLambda, host: str, port: int) -> None:
+    def __init__(self, function: Function, host: str, port: int) -> None:
         handler = type("Handler", (_Handler,), {"function": function})
         self._httpd = _Server((host, port), handler)
         self._httpd.daemon_threads = True
@@ -51,7 +65,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    function: LocalLambda
+    function: Function
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet, as a test server

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError, PocketError
+from .tasks import _map_task, _reduce_task, _run
 
 __all__ = ["HANDLER", "LambdaBackend", "RemoteTraceback", "handle"]
 
@@ -80,12 +81,9 @@ class LambdaBackend:
 
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The generic handler: run the task the event carries; its pickled result or error."""
-    from . import executor
-
     name, args = pickle.loads(base64.b64decode(event["pocket_task"]))
     tasks: dict[str, Callable[..., Any]] = {
-        "_run": executor._run, "_map_task": executor._map_task,
-        "_reduce_task": executor._reduce_task,
+        "_run": _run, "_map_task": _map_task, "_reduce_task": _reduce_task,
     }  # fmt: skip
     task = tasks[name]
     try:

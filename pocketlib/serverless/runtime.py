@@ -24,12 +24,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..control.cluster import terminate
-from ..errors import ConfigError, PocketError
+from ..errors import ConfigError
 from .context import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT
+from .invocation import Invocation, LambdaError
 
 if TYPE_CHECKING:
     from .runtime_api import RuntimeApi
@@ -39,29 +39,6 @@ __all__ = ["Invocation", "LambdaError", "LocalLambda"]
 #: The largest response AWS's runtime passes on (its emulator's cap: 6 MiB and 100 bytes).
 RESPONSE_LIMIT = 6 * 1024 * 1024 + 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-class LambdaError(PocketError):
-    """An invoke that AWS refuses (``error_type`` is AWS's exception name, ``status`` its HTTP
-    status), as boto3 would raise it as a ClientError."""
-
-    def __init__(self, error_type: str, message: str, http_status: int) -> None:
-        super().__init__(f"{error_type}: {message}")
-        self.error_type, self.message, self.http_status = error_type, message, http_status
-
-
-@dataclass
-class Invocation:
-    """What an invoke returned: the payload bytes and, if the function failed, how."""
-
-    payload: bytes
-    #: "Unhandled" when the function raised, timed out or was killed (AWS's FunctionError).
-    function_error: str | None = None
-    cold: bool = False
-
-    def json(self) -> Any:
-        """The payload, parsed."""
-        return json.loads(self.payload)
 
 
 #: How an environment runs AWS's runtime interface client: without /dev/shm semaphores, as
