@@ -15,7 +15,8 @@ import pytest
 import pocketlib
 import pocketlib.serverless as pls
 from pocketlib import JobHints, LocalCluster
-from pocketlib.serverless.runtime import LambdaError, LocalLambda
+from pocketlib.serverless.invocation import LambdaError
+from pocketlib.serverless.runtime import LocalLambda
 
 TESTS = str(Path(__file__).parent)
 ENV = {"PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}

@@ -34,7 +34,7 @@ from .invocation import Invocation, LambdaError
 if TYPE_CHECKING:
     from .runtime_api import RuntimeApi
 
-__all__ = ["Invocation", "LambdaError", "LocalLambda"]
+__all__ = ["LocalLambda"]
 
 #: The largest response AWS's runtime passes on (its emulator's cap: 6 MiB and 100 bytes).
 RESPONSE_LIMIT = 6 * 1024 * 1024 + 100
