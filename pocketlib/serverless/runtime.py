@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..control.cluster import terminate
+from ..control.processes import terminate
 from ..errors import ConfigError, PocketError
 from .context import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT
 
