@@ -74,7 +74,7 @@ def main() -> int:
     if spy is None:
         print("py-spy is not on PATH (pip install py-spy)", file=sys.stderr)
         return 1
-    from pocketlib.control.cluster import NodeProcess
+    from pocketlib.control.processes import NodeProcess
 
     OUT.mkdir(parents=True, exist_ok=True)
     raw = OUT / f"colocated-get_into-{a.mode}-{a.size}.txt"

@@ -32,7 +32,7 @@ from typing import Any
 import pocketlib
 from pocketlib.bench.redis_peer import RedisServer
 from pocketlib.config import parse_size
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -35,7 +35,7 @@ import pocketlib
 import pocketlib.client.base
 from pocketlib.bench.redis_peer import RedisServer
 from pocketlib.bench.tiers import environment
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 
 pytestmark = pytest.mark.bench
 

@@ -17,7 +17,7 @@ import pytest
 
 import pocketlib
 from pocketlib.bench.redis_peer import RedisServer
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 
 pytestmark = pytest.mark.bench
 

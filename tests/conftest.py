@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 import pocketlib
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.errors import AccessError
 from pocketlib.testing.s3server import S3Server, weed_binary
 

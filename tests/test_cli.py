@@ -15,7 +15,7 @@ from _helpers import pocket_command
 
 import pocketlib
 from pocketlib.config import Address
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from _helpers import node_stats, wait_until
 
 import pocketlib
 from pocketlib import CapacityError, ConflictError, NotFoundError, RequestError
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.protocol import REQUEST_HEADER, checksum, encode_response, unpack_request
 
 KiB = 1024

@@ -14,8 +14,8 @@ from _helpers import pocket_command, wait_until
 import pocketlib
 from pocketlib import JobHints
 from pocketlib.cli import parse_band, parse_counts, parse_tier
-from pocketlib.control.cluster import NodeProcess, terminate
 from pocketlib.control.controller import Controller
+from pocketlib.control.processes import NodeProcess, terminate
 from pocketlib.control.server import ControlServer
 from pocketlib.errors import ConfigError, TransportError, UnknownJobError
 

@@ -32,7 +32,7 @@ from pocketlib import (
     UnknownJobError,
     VersionError,
 )
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.protocol import (
     MAGIC,
     REQUEST_HEADER,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import pocketlib
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.errors import CapacityError, NotFoundError, RequestError
 from pocketlib.protocol import Flag
 from pocketlib.tiers.dram import DramTier

@@ -16,7 +16,7 @@ import pytest
 import pocketlib
 from pocketlib import JobHints, LocalCluster, Ticket
 from pocketlib.config import Timeouts
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.routing import WeightMap
 
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pocketlib
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.routing import SLOTS, VersionedRouter, WeightedRendezvous, WeightMap, slot_of
 from pocketlib.routing.rendezvous import _prepare, _score_all, _slot_input
 

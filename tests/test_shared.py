@@ -11,7 +11,7 @@ from _helpers import node_stats, tier_stats, wait_until
 
 import pocketlib
 from pocketlib.client.arena import open_arena
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.errors import RequestError
 from pocketlib.transport import boot_id
 

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.workloads.sort import PocketShuffle, run_sort
 
 MiB = 1024 * 1024

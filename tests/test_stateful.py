@@ -24,7 +24,7 @@ from hypothesis.stateful import (
 )
 
 import pocketlib
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.errors import NotFoundError
 from pocketlib.tiers import available_drivers, load_driver
 

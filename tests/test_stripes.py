@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import pocketlib
 from pocketlib.client import stripes
 from pocketlib.client.job import Job
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.errors import (
     AccessError,
     CapacityError,

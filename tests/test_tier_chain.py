@@ -8,7 +8,7 @@ import pytest
 
 import pocketlib
 from pocketlib.cli import parse_spill
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.errors import CapacityError, ConfigError
 from pocketlib.testing.conformance import TierConformance
 from pocketlib.tiers.base import TierDriver

@@ -12,7 +12,7 @@ import pytest
 from _helpers import wait_until
 
 import pocketlib
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.errors import (
     CapacityError,
     ChecksumError,

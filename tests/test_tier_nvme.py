@@ -11,7 +11,7 @@ import pytest
 from _helpers import wait_until
 
 import pocketlib
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 from pocketlib.errors import ConfigError, NotFoundError
 from pocketlib.protocol import Op, encode_request
 from pocketlib.tiers.nvme import NvmeTier

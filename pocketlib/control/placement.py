@@ -33,7 +33,7 @@ from .state import JobRecord, NodeRecord, node_loads
 
 __all__ = ["Placing", "charge_share"]
 
-log = logging.getLogger("pocketlib.control.controller")
+log = logging.getLogger("pocketlib.controller")
 
 
 class Placing:
@@ -238,6 +238,11 @@ class Placing:
         price = known.price_per_hour if known else 0.0
         return TierSpec(tier, max(n.capacity for n in nodes), max(n.bandwidth for n in nodes),
                         price)  # fmt: skip
+
+    def _all_specs(self) -> dict[str, TierSpec]:
+        specs = dict(DEFAULT_TIERS)
+        specs.update(self.tiers)
+        return specs
 
     def _loads(self, tier: str, state: str) -> list[NodeLoad]:
         return node_loads(self.nodes.values(), self.jobs.values(), tier, state)

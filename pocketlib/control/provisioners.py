@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ..config import Address
-from .cluster import NodeProcess
+from .processes import NodeProcess
 
 __all__ = ["LocalProvisioner", "NodeSpec", "Provisioner"]
 

@@ -29,7 +29,7 @@ from .controller import Controller
 
 __all__ = ["ControlServer"]
 
-log = logging.getLogger("pocketlib.control.controller")
+log = logging.getLogger("pocketlib.controller")
 
 Handler = Callable[[dict[str, Any], str, bytes], dict[str, Any]]
 

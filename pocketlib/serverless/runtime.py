@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..control.cluster import terminate
+from ..control.processes import terminate
 from ..errors import ConfigError
 from .context import ASYNC_PAYLOAD_LIMIT, SYNC_PAYLOAD_LIMIT
 from .invocation import Invocation, LambdaError
