@@ -34,7 +34,7 @@ import pytest
 import pocketlib
 import pocketlib.client.base
 from pocketlib.bench.redis_peer import RedisServer
-from pocketlib.bench.tiers import environment
+from pocketlib.bench.tier_env import environment
 from pocketlib.control.processes import NodeProcess
 
 pytestmark = pytest.mark.bench

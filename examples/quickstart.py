@@ -6,7 +6,7 @@ python examples/quickstart.py
 from __future__ import annotations
 
 import pocketlib
-from pocketlib.control.cluster import NodeProcess
+from pocketlib.control.processes import NodeProcess
 
 
 def main() -> None:

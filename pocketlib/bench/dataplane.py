@@ -36,14 +36,16 @@ from pathlib import Path
 
 from ..client.client import connect
 from ..config import format_size
-from ..control.cluster import NodeProcess
+from ..control.processes import NodeProcess
 from ..version import __version__
 from ..workloads.sort import SortResult
 from .measure import AggResult, LatencySeries, bench_aggregate, bench_latency, bench_sort, log
 from .redis_peer import RedisServer, redis_version
 from .report import render
 from .settings import JOB, Settings, command_argv, parse_args
-from .tiers import TierResults, bench_tiers, environment
+from .tier_env import environment
+from .tier_results import TierResults
+from .tiers import bench_tiers
 from .tiers import machine_info as tiers_machine_info
 
 __all__ = ["default_report_path", "machine_info", "main", "run"]

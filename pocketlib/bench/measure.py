@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..client.client import Job, connect
-from ..control.cluster import NodeProcess
+from ..control.processes import NodeProcess
 from ..workloads.sort import PocketShuffle, ShuffleStore, SortResult, run_sort
 from .redis_peer import RedisServer, RedisShuffle
 from .settings import (

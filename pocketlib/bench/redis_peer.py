@@ -26,7 +26,7 @@ from typing import Any
 
 from pocketlib.workloads.sort import ShuffleStore
 
-from ..control.cluster import terminate
+from ..control.processes import terminate
 
 __all__ = ["RedisServer", "RedisShuffle", "free_port", "redis_version"]
 

@@ -15,9 +15,6 @@ from typing import TYPE_CHECKING, Any
 from ..config import parse_size, parse_throughput
 from ..errors import ConfigError, PocketTimeoutError
 
-# Re-exported where callers have long found them (pocketlib.bench and pocketlib.testing).
-from .processes import NodeProcess, terminate
-
 if TYPE_CHECKING:
     from ..client.client import Client
     from ..routing.autoscale import Band
@@ -25,7 +22,7 @@ if TYPE_CHECKING:
     from .provisioners import LocalProvisioner
     from .server import ControlServer
 
-__all__ = ["LocalCluster", "NodeProcess", "terminate"]
+__all__ = ["LocalCluster"]
 
 
 class LocalCluster:

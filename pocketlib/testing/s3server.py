@@ -34,7 +34,7 @@ import time
 import uuid
 from typing import Any
 
-from ..control.cluster import terminate
+from ..control.processes import terminate
 
 __all__ = ["S3Server", "S3ServerError", "weed_binary"]
 
