@@ -11,21 +11,16 @@ import struct
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidKeyError, RequestError
-from ..protocol import (
-    MAX_RANGES,
-    MAX_RANGES_BYTES,
-    RANGE_ENTRY,
-    Flag,
-    Hasher,
-    encode_response,
-)
+from ..protocol import MAX_RANGES, MAX_RANGES_BYTES, RANGE_ENTRY, Flag, Hasher, encode_response
 from ..transport import send_buffers
+from .conn import check_key
+from .values import slice_buffers
 
 if TYPE_CHECKING:
     from ..protocol import RequestHeader
-    from .session import Session
+    from .values import ValueSession
 
-__all__ = ["copy", "get_ranges", "slice_buffers"]
+__all__ = ["copy", "get_ranges"]
 
 #: Values the node cannot serve by byte range or copy byte for byte: the client does.
 _CLIENT_SIDE = Flag.LZ4 | Flag.STRIPED
@@ -33,20 +28,7 @@ _CLIENT_SIDE = Flag.LZ4 | Flag.STRIPED
 _GATHER_MAX = 16
 
 
-def slice_buffers(buffers: list[memoryview], start: int, length: int) -> list[memoryview]:
-    """The buffers covering ``[start, start + length)`` of their concatenation."""
-    out: list[memoryview] = []
-    pos = 0
-    end = start + length
-    for buf in buffers:
-        lo, hi = max(start, pos), min(end, pos + len(buf))
-        if lo < hi:
-            out.append(buf[lo - pos : hi - pos])
-        pos += len(buf)
-    return out
-
-
-def get_ranges(session: Session, h: RequestHeader, job: str, key: str, body: bytes) -> None:
+def get_ranges(session: ValueSession, h: RequestHeader, job: str, key: str, body: bytes) -> None:
     """Answer every ``(offset, length)`` of ``body`` from the value at ``key``, each clamped to
     the value's end like a slice: the lengths first, then the bytes, under one checksum."""
     count, rest = divmod(len(body), RANGE_ENTRY.size)
@@ -54,7 +36,7 @@ def get_ranges(session: Session, h: RequestHeader, job: str, key: str, body: byt
         raise RequestError(f"a GET_RANGES body of {len(body)} bytes is not a list of ranges")
     if count > MAX_RANGES:
         raise RequestError(f"{count} ranges in one request; the limit is {MAX_RANGES}")
-    _check_key(key)
+    check_key(key)
     with session.tier.lease(job, key) as lease:
         meta = lease.meta
         if meta.flags & _CLIENT_SIDE:
@@ -92,14 +74,14 @@ def get_ranges(session: Session, h: RequestHeader, job: str, key: str, body: byt
     session.count(0, total)
 
 
-def copy(session: Session, h: RequestHeader, job: str, key: str, body: bytes) -> None:
+def copy(session: ValueSession, h: RequestHeader, job: str, key: str, body: bytes) -> None:
     """Store the value at ``key`` under the key in ``body`` too, as a PUT of it would."""
     try:
         dest = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidKeyError("the destination key is not valid UTF-8") from None
-    _check_key(key)
-    _check_key(dest)
+    check_key(key)
+    check_key(dest)
     replaced = session.striped_value(job, dest) if h.flags & Flag.REPLACED else None
     tier = session.tier
     with tier.lease(job, key) as lease:
@@ -143,8 +125,3 @@ def _fill(dest: list[memoryview], src: list[memoryview]) -> None:
             dest[di][dpos : dpos + n] = chunk[pos : pos + n]
             pos += n
             dpos += n
-
-
-def _check_key(key: str) -> None:
-    if not key:
-        raise RequestError("keys must not be empty")

@@ -7,8 +7,8 @@ tier's memory and ``sendmsg`` straight out of it, both of which release the GIL.
 Guarantees kept here:
 
 * atomic puts: a value is committed only once every byte arrived; a client that disconnects
-  mid-put leaves nothing and its reserved space is given back (see :mod:`pocketlib.node.session`,
-  which serves each connection);
+  mid-put leaves nothing and its reserved space is given back (see :mod:`pocketlib.node.values`;
+  :mod:`pocketlib.node.session` serves each connection);
 * per-job namespaces with a token per job (HMAC of the job name with the node's secret);
 * lifetime hints: delete-after-read in the same request, TTLs reaped in the background;
 * a malformed frame closes only its own connection; every other client keeps being served.
@@ -17,28 +17,24 @@ Guarantees kept here:
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import secrets
 import socket
 import threading
 import time
 from dataclasses import asdict
 from typing import Any
 
-from ..auth import job_token, verify
 from ..config import Address
-from ..errors import AccessError, TokenError, UnknownJobError
 from ..tiers.base import TierDriver
-from ..tiers.persist import PersistingTier
 from ..transport import shut_down, tune_socket
-from .session import OP_NAMES, ConnStats, Session
-from .waits import KeyWaits
+from .conn import OP_NAMES, ConnStats
+from .session import Session
+from .state import NodeState
 
 __all__ = ["StorageNode"]
 
 
-class StorageNode:
+class StorageNode(NodeState):
     """Serve one tier driver on ``host:port`` (port 0 picks a free port).
 
     Use :meth:`start` to serve from background threads, or :meth:`serve_forever` to block;
@@ -55,28 +51,7 @@ class StorageNode:
         managed: bool = False,
         reap_interval: float = 0.5,
     ) -> None:
-        self.tier = tier
-        #: Whether puts may ask to be written through to a persist tier (``--persist``).
-        self.persists = isinstance(tier, PersistingTier)
-        self._secret = secret or secrets.token_bytes(32)
-        #: Managed by a controller: tokens come only from it (JOB_OPEN is refused) and a job
-        #: opens on its first request with a valid token.
-        self.managed = managed
-        #: Jobs deleted here while managed: their tokens stay refused (job ids are never reused).
-        self.closed_jobs: set[str] = set()
-        #: Set by the controller (heartbeat answer): serve reads and deletes, take no new data.
-        self.draining = False
-        #: Open jobs and their tokens.
-        self.jobs: dict[str, bytes] = {}
-        #: Which opening of each job is current: a put compares it before and after its commit.
-        self.job_epochs: dict[str, int] = {}
-        #: The newest weight-map version of each job the controller has told this node of:
-        #: requests made under an older ticket are fenced (see :mod:`pocketlib.node.session`).
-        self.map_versions: dict[str, int] = {}
-        #: Readers blocked until keys exist (WAIT), woken by puts.
-        self.waits = KeyWaits()
-        self._epochs = itertools.count(1)
-        self.lock = threading.Lock()
+        super().__init__(tier, secret=secret, managed=managed)
         self._stopping = threading.Event()
         self._stop_requested = threading.Event()
         self._conns: set[socket.socket] = set()
@@ -128,60 +103,6 @@ class StorageNode:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def token_for(self, job: str) -> bytes:
-        """The token that authenticates ``job`` on this node."""
-        return job_token(self._secret, job)
-
-    def open_job(self, job: str) -> bytes:
-        """Open ``job`` here (idempotent); returns its token. Refused on a managed node."""
-        if self.managed:
-            raise AccessError("this node is managed by a controller: register the job there")
-        return self._open(job)
-
-    def _open(self, job: str) -> bytes:
-        token = self.token_for(job)
-        with self.lock:
-            if job not in self.jobs:
-                self.jobs[job] = token
-                self.job_epochs[job] = next(self._epochs)
-        return token
-
-    def admit(self, job: str, token: bytes) -> None:
-        """A request for ``job``, which is not open here: open it if the token is valid.
-
-        Only a managed node does; a node in direct mode knows only jobs opened with JOB_OPEN.
-        """
-        if not self.managed:
-            raise UnknownJobError(f"job {job!r} is not open on this node")
-        expected = self.token_for(job)
-        if not verify(token, expected):
-            raise TokenError(f"wrong token for job {job!r}")
-        with self.lock:  # one step with delete_job: a deleted job is never reopened
-            if job in self.closed_jobs:
-                raise UnknownJobError(f"job {job!r} was deregistered")
-            if job not in self.jobs:
-                self.jobs[job] = expected
-                self.job_epochs[job] = next(self._epochs)
-
-    def learn_map_version(self, job: str, version: int) -> None:
-        """``job`` has a weight map of ``version`` (never goes back a version)."""
-        with self.lock:
-            if version <= self.map_versions.get(job, 0):
-                return
-            self.map_versions[job] = version
-        self.waits.job_changed(job)
-
-    def delete_job(self, job: str) -> int:
-        """Close ``job`` and free all its objects; returns how many there were."""
-        with self.lock:
-            self.jobs.pop(job, None)
-            self.job_epochs.pop(job, None)
-            if self.managed:
-                self.closed_jobs.add(job)
-        # Outside the lock: freeing a large job (or one on S3) must not stall every put.
-        # A put that commits meanwhile sees the epoch change and removes what it stored.
-        return self.tier.delete_job(job)
 
     def stats(self) -> dict[str, Any]:
         """Counters and tier accounting, as the STATS operation returns them."""

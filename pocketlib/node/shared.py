@@ -34,7 +34,7 @@ from ..tiers.mapped import MappedTier
 from ..transport import boot_id
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .values import ValueSession
 
 __all__ = ["SharedSession"]
 
@@ -46,7 +46,7 @@ _pack_response = RESPONSE_HEADER.pack
 class SharedSession:
     """The leases and reservations one connection holds through the shared mapping."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: ValueSession) -> None:
         self.session = session
         self.held: dict[int, Lease | Reservation] = {}
 
