@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import enum
 import functools
-import json
 import struct
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import lz4.block
 import xxhash
@@ -46,32 +43,15 @@ __all__ = [
     "MAX_WAIT_MS",
     "REQUEST_HEADER",
     "RESPONSE_HEADER",
-    "STAT_BODY",
-    "LIST_INFO",
-    "RANGE_ENTRY",
-    "MAX_RANGES",
-    "MAX_RANGES_BYTES",
     "VERSION",
-    "Entry",
     "Flag",
     "Hasher",
-    "FrameDecoder",
     "Op",
-    "Request",
     "RequestHeader",
-    "Response",
     "ResponseHeader",
     "Status",
     "checksum",
-    "decode_entries",
-    "decode_extents",
-    "decode_json",
     "decompress",
-    "decode_keys",
-    "encode_entries",
-    "encode_extents",
-    "encode_json",
-    "encode_keys",
     "encode_request",
     "encode_response",
     "pack_request",
@@ -92,20 +72,6 @@ VERSION = 2
 REQUEST_HEADER = struct.Struct("<2sBBHHIBBHQQQQQ")
 # magic, version, status, flags, reserved, request_id, reserved, length, checksum, size, version
 RESPONSE_HEADER = struct.Struct("<2sBBHHIIQQQQ")
-# key_len, status, flags, reserved, length, checksum: one item of a MULTI-PUT / MULTI-GET body
-ENTRY = struct.Struct("<HHHHQQ")
-_KEY_LEN = struct.Struct("<H")
-#: STAT response body: created and expiry times (seconds since the epoch; 0 = no expiry).
-#: STAT's answer: created, expires (0: none), and the value's own length (a compressed value's
-#: length once decompressed; a striped value's manifest: 0, the client reads it).
-STAT_BODY = struct.Struct("<ddQ")
-#: What a LIST with Flag.DETAIL tells of each key: size, version, then STAT_BODY's fields.
-LIST_INFO = struct.Struct("<QQddQ")
-#: One byte range of a GET_RANGES request: offset, length.
-RANGE_ENTRY = struct.Struct("<QQ")
-#: Most ranges one GET_RANGES request may ask for, and most bytes its answer may carry.
-MAX_RANGES = 65_536
-MAX_RANGES_BYTES = 256 * 1024 * 1024
 _pack_request_header = REQUEST_HEADER.pack
 # The same layouts with magic, version and reserved fields skipped: the fields of
 # RequestHeader and ResponseHeader, in order, parsed once the 3-byte prefix is checked.
@@ -249,36 +215,6 @@ class ResponseHeader(NamedTuple):
 # tuple.__new__ straight from C: NamedTuple._make and __new__ are Python functions.
 _make_request_header = functools.partial(tuple.__new__, RequestHeader)
 _make_response_header = functools.partial(tuple.__new__, ResponseHeader)
-
-
-@dataclass(slots=True)
-class Request:
-    """A whole request, as :class:`FrameDecoder` yields it."""
-
-    header: RequestHeader
-    job: str
-    token: bytes
-    key: bytes
-    value: bytes
-
-
-@dataclass(slots=True)
-class Response:
-    """A whole response, as :class:`FrameDecoder` yields it."""
-
-    header: ResponseHeader
-    body: bytes
-
-
-@dataclass(slots=True)
-class Entry:
-    """One item of a MULTI-PUT request or a MULTI-GET / MULTI-PUT response."""
-
-    key: bytes
-    value: Buffer
-    status: int = 0
-    flags: int = 0
-    checksum: int = 0
 
 
 def decompress(data: bytes | bytearray | memoryview) -> bytes:
@@ -425,165 +361,3 @@ def unpack_response(data: bytes | bytearray | memoryview) -> ResponseHeader:
     if data[:3] != _PREFIX:  # magic and version in one compare
         _bad_prefix(data)
     return _make_response_header(_unpack_response_fields(data))
-
-
-# -- structured bodies -------------------------------------------------------------------------
-
-
-def encode_keys(keys: Sequence[bytes]) -> bytes:
-    """A list of keys (LIST response, MULTI-GET request)."""
-    return b"".join(_KEY_LEN.pack(len(k)) + k for k in keys)
-
-
-def decode_keys(body: bytes | memoryview) -> list[bytes]:
-    """Inverse of :func:`encode_keys`."""
-    view = memoryview(body)
-    keys: list[bytes] = []
-    pos = 0
-    while pos < len(view):
-        if pos + 2 > len(view):
-            raise ProtocolError("truncated key list")
-        (n,) = _KEY_LEN.unpack_from(view, pos)
-        pos += 2
-        if n > MAX_KEY_BYTES or pos + n > len(view):
-            raise ProtocolError("bad key length in key list")
-        keys.append(bytes(view[pos : pos + n]))
-        pos += n
-    return keys
-
-
-def encode_entries(entries: Sequence[Entry]) -> list[Buffer]:
-    """Buffers of a MULTI body, values left unjoined so they can be sent without a copy."""
-    parts: list[Buffer] = []
-    for e in entries:
-        parts.append(ENTRY.pack(len(e.key), e.status, e.flags, 0, len(e.value), e.checksum) + e.key)
-        if len(e.value):
-            parts.append(e.value)
-    return parts
-
-
-def decode_entries(body: bytes | memoryview) -> list[Entry]:
-    """Inverse of :func:`encode_entries`; values are zero-copy slices of ``body``."""
-    view = memoryview(body)
-    out: list[Entry] = []
-    pos = 0
-    end = len(view)
-    while pos < end:
-        if pos + ENTRY.size > end:
-            raise ProtocolError("truncated entry header")
-        key_len, status, flags, _, length, value_checksum = ENTRY.unpack_from(view, pos)
-        pos += ENTRY.size
-        if key_len > MAX_KEY_BYTES or pos + key_len + length > end:
-            raise ProtocolError("entry runs past the end of its frame")
-        key = bytes(view[pos : pos + key_len])
-        pos += key_len
-        out.append(Entry(key, view[pos : pos + length], status, flags, value_checksum))
-        pos += length
-    return out
-
-
-_EXTENT = struct.Struct("<QQ")
-
-
-def encode_extents(extents: Sequence[tuple[int, int]]) -> bytes:
-    """``(offset, length)`` pairs in a shared mapping (SHM_GET and SHM_RESERVE responses)."""
-    return b"".join(_EXTENT.pack(o, n) for o, n in extents)
-
-
-def decode_extents(body: bytes | memoryview) -> list[tuple[int, int]]:
-    """Inverse of :func:`encode_extents`."""
-    if len(body) % _EXTENT.size:
-        raise ProtocolError("truncated extent list")
-    return [_EXTENT.unpack_from(body, i) for i in range(0, len(body), _EXTENT.size)]
-
-
-def encode_json(obj: Any) -> bytes:
-    """A JSON body (STATS)."""
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
-
-
-def decode_json(body: bytes | memoryview) -> dict[str, Any]:
-    """Inverse of :func:`encode_json`."""
-    try:
-        result = json.loads(bytes(body))
-    except ValueError as exc:
-        raise ProtocolError(f"malformed JSON body: {exc}") from exc
-    if not isinstance(result, dict):
-        raise ProtocolError("JSON body is not an object")
-    return result
-
-
-# -- push decoder ------------------------------------------------------------------------------
-
-
-class FrameDecoder:
-    """Incremental decoder: ``feed()`` any split of a byte stream, iterate whole frames.
-
-    ``FrameDecoder("request")`` yields :class:`Request`, ``FrameDecoder("response")`` yields
-    :class:`Response`. A malformed header raises ProtocolError (or VersionError); the stream is
-    then out of step and the connection should be closed.
-    """
-
-    def __init__(self, kind: str = "request", max_value: int = 1 << 40) -> None:
-        if kind not in ("request", "response"):
-            raise ValueError("kind must be 'request' or 'response'")
-        self._kind = kind
-        self._buf = bytearray()
-        self._max_value = max_value
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Append received bytes."""
-        self._buf += data
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet part of a whole frame."""
-        return len(self._buf)
-
-    def __iter__(self) -> Iterator[Request | Response]:
-        while True:
-            frame = self.next_frame()
-            if frame is None:
-                return
-            yield frame
-
-    def next_frame(self) -> Request | Response | None:
-        """The next whole frame, or None until more bytes arrive."""
-        if self._kind == "request":
-            return self._next_request()
-        return self._next_response()
-
-    def _next_request(self) -> Request | None:
-        size = REQUEST_HEADER.size
-        if len(self._buf) < size:
-            return None
-        header = unpack_request(self._buf[:size])
-        if header.body_len > self._max_value:
-            raise ProtocolError(f"value of {header.length} bytes exceeds {self._max_value}")
-        total = size + header.var_len + header.body_len
-        if len(self._buf) < total:
-            return None
-        frame = bytes(self._buf[:total])
-        del self._buf[:total]
-        pos = size
-        job = frame[pos : pos + header.job_len].decode("utf-8", "replace")
-        pos += header.job_len
-        token = frame[pos : pos + header.token_len]
-        pos += header.token_len
-        key = frame[pos : pos + header.key_len]
-        pos += header.key_len
-        return Request(header, job, token, key, frame[pos:])
-
-    def _next_response(self) -> Response | None:
-        size = RESPONSE_HEADER.size
-        if len(self._buf) < size:
-            return None
-        header = unpack_response(self._buf[:size])
-        if header.length > self._max_value:
-            raise ProtocolError(f"body of {header.length} bytes exceeds {self._max_value}")
-        total = size + header.length
-        if len(self._buf) < total:
-            return None
-        body = bytes(self._buf[size:total])
-        del self._buf[:total]
-        return Response(header, body)

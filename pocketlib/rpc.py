@@ -11,9 +11,10 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
+from .bodies import decode_json, encode_json
 from .config import Address, Timeouts
 from .connection import Connection, NodePool
-from .protocol import ResponseHeader, decode_json, encode_json, pack_request
+from .protocol import ResponseHeader, pack_request
 
 __all__ = ["JsonChannel"]
 

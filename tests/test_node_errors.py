@@ -32,17 +32,15 @@ from pocketlib import (
     UnknownJobError,
     VersionError,
 )
+from pocketlib.bodies import Entry, encode_entries, encode_keys
 from pocketlib.control.processes import NodeProcess
 from pocketlib.protocol import (
     MAGIC,
     REQUEST_HEADER,
     RESPONSE_HEADER,
     VERSION,
-    Entry,
     Op,
     ResponseHeader,
-    encode_entries,
-    encode_keys,
     encode_request,
     unpack_response,
 )

@@ -9,27 +9,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pocketlib.config import MAX_KEY_BYTES
-from pocketlib.errors import InvalidKeyError, ProtocolError, VersionError
-from pocketlib.protocol import (
+from pocketlib.bodies import (
     ENTRY,
-    MAGIC,
-    REQUEST_HEADER,
-    RESPONSE_HEADER,
-    VERSION,
     Entry,
-    Flag,
-    FrameDecoder,
-    Op,
-    Request,
-    Response,
-    checksum,
     decode_entries,
     decode_json,
     decode_keys,
     encode_entries,
     encode_json,
     encode_keys,
+)
+from pocketlib.config import MAX_KEY_BYTES
+from pocketlib.errors import InvalidKeyError, ProtocolError, VersionError
+from pocketlib.frames import FrameDecoder, Request, Response
+from pocketlib.protocol import (
+    MAGIC,
+    REQUEST_HEADER,
+    RESPONSE_HEADER,
+    VERSION,
+    Flag,
+    Op,
+    checksum,
     encode_request,
     encode_response,
     unpack_request,

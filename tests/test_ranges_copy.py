@@ -12,6 +12,7 @@ from _helpers import wait_until
 
 import pocketlib
 from pocketlib import JobHints, LocalCluster, connection
+from pocketlib.bodies import MAX_RANGES, RANGE_ENTRY
 from pocketlib.client import ranges
 from pocketlib.errors import (
     ChecksumError,
@@ -21,15 +22,7 @@ from pocketlib.errors import (
     RequestError,
 )
 from pocketlib.filesystem import PocketFileSystem
-from pocketlib.protocol import (
-    MAX_RANGES,
-    RANGE_ENTRY,
-    RESPONSE_HEADER,
-    Op,
-    Status,
-    encode_request,
-    unpack_response,
-)
+from pocketlib.protocol import RESPONSE_HEADER, Op, Status, encode_request, unpack_response
 
 MiB = 1024 * 1024
 

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from ..bodies import Entry, decode_entries, encode_entries, encode_keys
 from ..connection import Connection, NodePool
 from ..errors import (
     ChecksumError,
@@ -26,17 +27,7 @@ from ..errors import (
     TransportError,
     error_for_status,
 )
-from ..protocol import (
-    Buffer,
-    Entry,
-    Flag,
-    Op,
-    checksum,
-    decode_entries,
-    encode_entries,
-    encode_keys,
-    encode_request,
-)
+from ..protocol import Buffer, Flag, Op, checksum, encode_request
 from . import stripes
 
 if TYPE_CHECKING:

@@ -13,10 +13,11 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
+from ..bodies import decode_json
 from ..config import Address, Timeouts
 from ..connection import Connection, Deadline, NodePool
 from ..errors import PocketError, RequestError
-from ..protocol import Buffer, Flag, Op, ResponseHeader, decode_json, pack_request
+from ..protocol import Buffer, Flag, Op, ResponseHeader, pack_request
 from ..ticket import Ticket
 from .arena import SharedArena, open_arena
 

@@ -8,17 +8,9 @@ import heapq
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from ..bodies import LIST_INFO, Entry, decode_entries, decode_keys
 from ..errors import NotFoundError, TransportError
-from ..protocol import (
-    LIST_INFO,
-    Entry,
-    Flag,
-    Op,
-    ResponseHeader,
-    decode_entries,
-    decode_keys,
-    validate_prefix,
-)
+from ..protocol import Flag, Op, ResponseHeader, validate_prefix
 from . import stripes
 from .base import JobBase, ObjectInfo
 

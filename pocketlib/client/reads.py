@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from ..bodies import STAT_BODY
 from ..connection import Connection
 from ..errors import (
     ChecksumError,
@@ -20,16 +21,7 @@ from ..errors import (
     StaleTicketError,
     TransportError,
 )
-from ..protocol import (
-    STAT_BODY,
-    Buffer,
-    Flag,
-    Op,
-    ResponseHeader,
-    checksum,
-    decompress,
-    validate_key,
-)
+from ..protocol import Buffer, Flag, Op, ResponseHeader, checksum, decompress, validate_key
 from . import ranges as byte_ranges
 from . import shared, stripes
 from .arena import SharedBuffer

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..bodies import decode_extents
 from ..connection import Connection
 from ..errors import ChecksumError, PocketError, RequestError
-from ..protocol import Flag, Op, ResponseHeader, checksum, decode_extents, pack_request
+from ..protocol import Flag, Op, ResponseHeader, checksum, pack_request
 from .arena import SharedArena, SharedBuffer
 
 if TYPE_CHECKING:

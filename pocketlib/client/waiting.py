@@ -13,8 +13,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ..bodies import decode_keys, encode_keys
 from ..errors import PocketTimeoutError, StaleTicketError, TransportError
-from ..protocol import MAX_WAIT_MS, Op, decode_keys, encode_keys, validate_key
+from ..protocol import MAX_WAIT_MS, Op, validate_key
 
 if TYPE_CHECKING:
     from .base import JobBase

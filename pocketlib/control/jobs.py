@@ -21,10 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..auth import job_token, verify
+from ..bodies import decode_json
 from ..client.client import Client
 from ..config import MAX_JOB_BYTES, Address, JobHints, Timeouts
 from ..errors import CapacityError, ConfigError, PocketError, TokenError, UnknownJobError
-from ..protocol import Op, decode_json
+from ..protocol import Op
 from ..routing.allocation import choose_tier
 from ..ticket import UNSTRIPED, Ticket
 from .accounting import Ledger

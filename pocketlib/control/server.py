@@ -13,17 +13,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..bodies import decode_json, encode_json
 from ..config import Address, JobHints
 from ..errors import PocketError, ProtocolError, RequestError, status_for_error
-from ..protocol import (
-    MAX_META_BODY,
-    REQUEST_HEADER,
-    Op,
-    decode_json,
-    encode_json,
-    encode_response,
-    unpack_request,
-)
+from ..protocol import MAX_META_BODY, REQUEST_HEADER, Op, encode_response, unpack_request
 from ..transport import shut_down, socket_reader, tune_socket
 from .controller import Controller
 

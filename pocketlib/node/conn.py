@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import socket
 
+from ..bodies import Entry
 from ..errors import InvalidKeyError, PocketError, RequestError, StaleTicketError, status_for_error
-from ..protocol import Buffer, Entry, Op, RequestHeader, encode_response
+from ..protocol import Buffer, Op, RequestHeader, encode_response
 from ..transport import send_buffers, socket_reader
 from .state import NodeState
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from ..bodies import MAX_RANGES, MAX_RANGES_BYTES, RANGE_ENTRY
 from ..errors import InvalidKeyError, RequestError
-from ..protocol import MAX_RANGES, MAX_RANGES_BYTES, RANGE_ENTRY, Flag, Hasher, encode_response
+from ..protocol import Flag, Hasher, encode_response
 from ..transport import send_buffers
 from .conn import check_key
 from .values import slice_buffers

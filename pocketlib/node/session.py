@@ -16,6 +16,15 @@ import hmac
 import io
 import socket
 
+from ..bodies import (
+    LIST_INFO,
+    STAT_BODY,
+    Entry,
+    decode_keys,
+    encode_entries,
+    encode_json,
+    encode_keys,
+)
 from ..errors import (
     DrainingError,
     InvalidKeyError,
@@ -27,19 +36,12 @@ from ..errors import (
 )
 from ..protocol import (
     CONTROL_OPS,
-    LIST_INFO,
     MAX_META_BODY,
     MAX_WAIT_MS,
     REQUEST_HEADER,
-    STAT_BODY,
-    Entry,
     Flag,
     Op,
     RequestHeader,
-    decode_keys,
-    encode_entries,
-    encode_json,
-    encode_keys,
     encode_response,
     unpack_request,
 )

@@ -17,18 +17,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from ..bodies import encode_extents, encode_json
 from ..errors import RequestError
-from ..protocol import (
-    MAGIC,
-    RESPONSE_HEADER,
-    VERSION,
-    Flag,
-    Op,
-    RequestHeader,
-    encode_extents,
-    encode_json,
-    encode_response,
-)
+from ..protocol import MAGIC, RESPONSE_HEADER, VERSION, Flag, Op, RequestHeader, encode_response
 from ..tiers.base import Lease, Reservation
 from ..tiers.mapped import MappedTier
 from ..transport import boot_id

@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
+from ..bodies import Entry, decode_entries, decode_keys, encode_entries
 from ..errors import (
     ConflictError,
     NotFoundError,
@@ -20,19 +21,7 @@ from ..errors import (
     StaleTicketError,
     UnknownJobError,
 )
-from ..protocol import (
-    MAGIC,
-    RESPONSE_HEADER,
-    VERSION,
-    Entry,
-    Flag,
-    Hasher,
-    RequestHeader,
-    decode_entries,
-    decode_keys,
-    encode_entries,
-    encode_response,
-)
+from ..protocol import MAGIC, RESPONSE_HEADER, VERSION, Flag, Hasher, RequestHeader, encode_response
 from ..tiers.base import Lease, ObjectMeta, Reservation
 from ..transport import send_buffers
 from .conn import BaseSession, Disconnected, check_key, error_entry
