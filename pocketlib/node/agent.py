@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ControllerLink"]
 
-log = logging.getLogger("pocketlib.node.server")
+log = logging.getLogger("pocketlib.node")
 
 
 class ControllerLink:
