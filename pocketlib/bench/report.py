@@ -149,7 +149,7 @@ def render(
     out += ["", "Command:", "", "```", command, "```", ""]
     mode = "quick (smoke run)" if s.quick else "full"
     if lat or agg or sorts:
-        out += [f"Mode: {mode}. pocketlib: one `dram` node (`control.cluster.NodeProcess`, "
+        out += [f"Mode: {mode}. pocketlib: one `dram` node (`control.processes.NodeProcess`, "
                 f"capacity {size_label(s.capacity)}), client `pocketlib.connect`. Redis: "
                 "`redis-server` (`--save '' --appendonly no`), client redis-py with the "
                 "hiredis parser. Both on 127.0.0.1. GB = 10^9 bytes.", ""]  # fmt: skip
