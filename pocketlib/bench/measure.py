@@ -69,7 +69,8 @@ class LatencySeries:
         return self.size / (p50 * 1e3) if p50 else 0.0
 
 
-def _timed(fn: Callable[[], Any], n: int, out: list[int]) -> None:
+def timed(fn: Callable[[], Any], n: int, out: list[int]) -> None:
+    """Call ``fn`` ``n`` times, appending each call's nanoseconds to ``out``."""
     clock = time.perf_counter_ns
     append = out.append
     for _ in range(n):
@@ -112,8 +113,8 @@ def bench_latency(s: Settings, job: Job, r: Any) -> dict[tuple[str, str, int], L
                         if name != op:
                             continue
                         sr = series.setdefault((system, op, size), LatencySeries(system, op, size))
-                        _timed(fn, warm, [])
-                        _timed(fn, n, sr.ns)
+                        timed(fn, warm, [])
+                        timed(fn, n, sr.ns)
         job.delete(k_get)
         job.delete(k_put)
         r.delete(k_get, k_put)

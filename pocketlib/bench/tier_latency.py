@@ -26,7 +26,7 @@ import numpy as np
 from ..client.client import Job
 from ..control.processes import NodeProcess
 from ..tiers import available_drivers
-from .measure import LatencySeries, log
+from .measure import LatencySeries, log, timed
 from .redis_peer import RedisServer
 from .settings import COLO_SIZE, FILE_TIER_CAPACITY, TIER_SIZES, GiB, MiB, Settings, size_label
 from .tier_env import connect_job, environment, record_failure, temp_dir
@@ -36,15 +36,6 @@ __all__ = ["measure_tiers_and_colocated"]
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def _timed(fn: Callable[[], Any], n: int, out: list[int]) -> None:
-    clock = time.perf_counter_ns
-    append = out.append
-    for _ in range(n):
-        t = clock()
-        fn()
-        append(clock() - t)
 
 
 def _rotated(items: list[str], r: int) -> list[str]:
@@ -136,8 +127,8 @@ def _tier_latency(
                 for name in order:
                     n = batches[name]
                     sr = res.latency.setdefault((name, op, size), LatencySeries(name, op, size))
-                    _timed(ops[name][op], max(1, n // 10), [])
-                    _timed(ops[name][op], n, sr.ns)
+                    timed(ops[name][op], max(1, n // 10), [])
+                    timed(ops[name][op], n, sr.ns)
 
 
 # -- 2. co-located -------------------------------------------------------------------------
@@ -184,8 +175,8 @@ def _colocated(s: Settings, address: str, res: TierResults) -> None:
         for rnd in range(s.rounds):
             for name in _rotated(names, rnd):
                 sr = res.colo.setdefault(name, LatencySeries(name, name, size))
-                _timed(ops[name], 2, [])
-                _timed(ops[name], n, sr.ns)
+                timed(ops[name], 2, [])
+                timed(ops[name], n, sr.ns)
         shm.delete("colo/get")
         shm.delete("colo/put")
     finally:
