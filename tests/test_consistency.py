@@ -74,8 +74,9 @@ def test_every_read_of_an_old_handle_reflects_the_newer_writes(grown: Any) -> No
         "get_many": lambda h, k: h.get_many([k]) == {k: k.encode() * 3},
         "get_into": lambda h, k: h.get_into(k, bytearray(64)) == 3 * len(k),
         "get_range": lambda h, k: h.get_range(k, 1, 3) == (k.encode() * 3)[1:3],
-        "get_ranges": lambda h, k: h.get_ranges([(k, 0, 1), (k, 1, 3)]) == [
-            (k.encode() * 3)[:1], (k.encode() * 3)[1:3]],
+        "get_ranges": lambda h, k: (
+            h.get_ranges([(k, 0, 1), (k, 1, 3)]) == [(k.encode() * 3)[:1], (k.encode() * 3)[1:3]]
+        ),
         "get_buffer": lambda h, k: bytes(h.get_buffer(k).view) == k.encode() * 3,
         "reader": lambda h, k: h.reader(k).read() == k.encode() * 3,
         "list": lambda h, k: k in list(h.list("k")),

@@ -440,8 +440,7 @@ def test_missing_client_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_import_pocketlib_does_not_import_kubernetes() -> None:
     code = (
-        "import sys, pocketlib, pocketlib.control.provisioners; "
-        "print('kubernetes' in sys.modules)"
+        "import sys, pocketlib, pocketlib.control.provisioners; print('kubernetes' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
