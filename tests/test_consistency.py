@@ -23,7 +23,7 @@ from _helpers import grow, wait_until
 import pocketlib
 from pocketlib import JobHints, LocalCluster
 from pocketlib.client import batch
-from pocketlib.errors import NotFoundError, StaleTicketError, TransportError
+from pocketlib.errors import NodeLostError, NotFoundError, StaleTicketError, TransportError
 from pocketlib.filesystem import PocketFileSystem
 
 MiB = 1024 * 1024
@@ -300,6 +300,48 @@ def test_a_node_not_yet_found_dead_fails_fast_with_a_transport_error() -> None:
             assert caught.type is not TransportError  # a subclass: ConnectError here
         assert all(h.get(k) == k.encode() for k in elsewhere)
         assert h.ticket.version == 1  # nothing newer to refresh to yet
+        job.deregister()
+        client.close()
+
+
+def test_a_write_is_not_acknowledged_while_an_older_copy_cannot_be_deleted() -> None:
+    """A job grown from node A onto A and B: a key the new map sends to B may still have its
+    old value on A. Its put deletes that copy before it is acknowledged; while A cannot be
+    reached and is not yet found dead, the put raises instead of leaving the old value where
+    a later map or the loss of B would let reads find it. Once A is found dead (its copies
+    went with it), the put succeeds."""
+    with LocalCluster(node_capacity="16MiB", tick=0.1, dead_after=60, autoscale=False) as cl:
+        client = cl.client()
+        job = client.register_job("older", JobHints(capacity="4MiB"))
+        (a,) = job.ticket.nodes
+        keys = [f"k{i}" for i in range(100)]
+        job.put_many({k: b"old" for k in keys})
+        grow(cl.controller, job.ticket.job)
+        assert job.refresh()
+        moving = [k for k in keys if job.router.write_node(k.encode()) != a]
+        staying = [k for k in keys if k not in moving]
+        assert moving
+        assert staying
+        name = next(n["name"] for n in client.status()["nodes"] if n["address"] == a)
+        cl.provisioner.kill_node(name)
+        h = client.attach(job.ticket)
+        with pytest.raises(TransportError):
+            h.put(moving[0], b"new")
+        with pytest.raises(TransportError):
+            h.put_many({k: b"new" for k in moving[1:4]})
+        with cl.controller.lock:  # A's heartbeats now count as missed: it is found dead
+            cl.controller.nodes[name].last_seen -= 120
+
+        def a_lost() -> bool:
+            h.refresh()
+            return a in h.ticket.lost
+
+        wait_until(a_lost, timeout=30, what="node A found dead")
+        h.put(moving[0], b"new")
+        h.put_many({k: b"new" for k in moving[1:4]})
+        assert [h.get(k) for k in moving[:4]] == [b"new"] * 4
+        with pytest.raises(NodeLostError):
+            h.get(staying[0])
         job.deregister()
         client.close()
 

@@ -96,7 +96,10 @@ def put_many(
             first_error = first_error or exc
     if not job._single:  # as put(): no older copy of a key that was stored may stay
         for raw in stored:
-            job._drop_older(bytes(raw))
+            try:
+                job._drop_older(bytes(raw))
+            except PocketError as exc:
+                first_error = first_error or exc
     if first_error is not None:
         raise first_error
 

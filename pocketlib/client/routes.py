@@ -168,14 +168,26 @@ class RoutedJob:
 
     def _drop_older(self, raw: bytes) -> None:
         """Delete the copies of ``raw`` that older weight-map versions placed on other nodes
-        than the newest, so that no read can find an overwritten value there."""
+        than the newest, so that no read can find an overwritten value there.
+
+        A write is acknowledged only once this is done: an older node that cannot be reached
+        raises (a TransportError subclass), and the write is repeated under a newer ticket or
+        fails. Had it been ignored, a node that was only unreachable for a moment would keep
+        the overwritten value, and a later weight map that sends the key back to that node,
+        or the loss of the newest one, would let reads find it again. A node the ticket counts
+        as gone (lost or retired) is skipped: its copies went with it.
+        """
         nodes = self.router.read_nodes(raw)
-        self._delete_older(raw, [n for n in nodes[1:] if n not in self._gone])
+        for node in nodes[1:]:
+            if node not in self._gone:
+                self._delete_at(node, raw)
 
     def _delete_older(self, raw: bytes, nodes: Iterable[str]) -> None:
-        """Delete copies of a key that older weight-map versions placed elsewhere."""
+        """Delete copies of a key that older weight-map versions placed elsewhere, after the
+        newest was taken (read and deleted): the value is the caller's now, so a node that
+        cannot be reached is passed over rather than made to fail the read and lose it."""
         for node in nodes:
-            with contextlib.suppress(TransportError):  # a node that is gone took its copy along
+            with contextlib.suppress(TransportError):
                 self._delete_at(node, raw)
 
     def _delete_at(self, node: str, raw: bytes) -> bool:
