@@ -158,3 +158,35 @@ def test_put(
     benchmark.name = f"{system} PUT {size}"
     benchmark(put, key, values[size])
     assert get(key) == values[size]
+
+
+#: Keys per batch read in ``test_get_many``.
+MANY = 8
+
+
+@pytest.mark.parametrize("system", ["pocket-shm", "pocket-shm-loop", "pocket-tcp", "redis"])
+@pytest.mark.parametrize("size", ["1 KiB", "256 KiB", "1 MiB", "16 MiB"])
+def test_get_many(
+    benchmark: Any, system: str, size: str, request: pytest.FixtureRequest,
+    values: dict[str, bytes],
+) -> None:  # fmt: skip
+    """A batch of MANY values: ``get_many`` (MULTI_GET; from a co-located node the values
+    above 64 KiB are copied out of the mapping), the same keys one ``get`` each on the
+    co-located client, and Redis's MGET."""
+    keys = [f"bench/colo/many/{system}/{size}/{i}" for i in range(MANY)]
+    items = dict.fromkeys(keys, values[size])
+    if system == "redis":
+        r = request.getfixturevalue("redis_client")
+        r.mset(items)
+        read: Callable[[], list[Any]] = lambda: r.mget(keys)  # noqa: E731
+    else:
+        job = request.getfixturevalue("tcp_job" if system == "pocket-tcp" else "shm_job")
+        job.put_many(items)
+        if system == "pocket-shm-loop":
+            read = lambda: [job.get(k) for k in keys]  # noqa: E731
+        else:
+            read = lambda: list(job.get_many(keys).values())  # noqa: E731
+    benchmark.group = f"GET_MANY {MANY} x {size}"
+    benchmark.name = f"{system} GET_MANY {MANY} x {size}"
+    result = benchmark(read)
+    assert [len(v) for v in result] == [SIZES[size]] * MANY

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _helpers import node_stats, tier_stats, wait_until
@@ -213,3 +214,83 @@ def test_a_corrupted_byte_in_shared_memory_is_returned_only_unverified(
     finally:
         arena.view[offset + size // 2] = original
     assert local_job.get("k") == value
+
+
+def _count_arena_copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of the values this process copies out of a node's mapping, as it copies them."""
+    from pocketlib.client.arena import SharedArena
+
+    copied: list[int] = []
+    real = SharedArena.copy_verified
+
+    def counted(self: SharedArena, extents: Any, copy: Any, expected: int) -> Any:
+        copied.append(sum(n for _, n in extents))
+        return real(self, extents, copy, expected)
+
+    monkeypatch.setattr(SharedArena, "copy_verified", counted)
+    return copied
+
+
+def test_get_many_copies_large_values_out_of_the_mapping(
+    local_job: pocketlib.Job, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MULTI_GET from a co-located client: values above 64 KiB come as places in the mapping
+    (copied and checked here), smaller ones inline, misses left out; every lease is given
+    back, and a take frees the space."""
+    values = {f"s{i}": os.urandom(100 + i) for i in range(5)}
+    values |= {f"l{i}": os.urandom(300 * 1024 + i) for i in range(6)}
+    values["z"] = os.urandom(150 * 1024) + bytes(250 * 1024)  # compressed: about 150 KiB
+    local_job.put_many({k: v for k, v in values.items() if k != "z"})
+    local_job.put("z", values["z"], compress=True)
+    copied = _count_arena_copies(monkeypatch)
+    got = local_job.get_many([*values, "missing"])
+    assert got == values
+    assert len(copied) == 7  # the six large values and z, as stored (compressed)
+    assert set(copied) >= {300 * 1024 + i for i in range(6)}
+    assert 64 * 1024 < min(set(copied) - {300 * 1024 + i for i in range(6)}) < 300 * 1024
+    charged = lambda: tier_stats(local_job)["used_by_job"].get(local_job.name, 0)  # noqa: E731
+    wait_until(lambda: tier_stats(local_job)["used"] == charged(), what="leases released")
+    taken = local_job.get_many([f"l{i}" for i in range(6)], delete_after_read=True)
+    assert taken == {f"l{i}": values[f"l{i}"] for i in range(6)}
+    assert not any(local_job.exists(f"l{i}") for i in range(6))
+    wait_until(lambda: tier_stats(local_job)["used"] == charged(), what="taken space freed")
+    assert local_job.get_many([f"s{i}" for i in range(5)]) == {
+        f"s{i}": values[f"s{i}"] for i in range(5)
+    }
+
+
+def test_get_many_refuses_a_corrupted_value_in_the_mapping_and_stays_in_step(
+    local_job: pocketlib.Job,
+) -> None:
+    from pocketlib.errors import ChecksumError
+
+    size = 400 * 1024
+    good, bad = os.urandom(size), os.urandom(size)
+    local_job.put_many({"good": good, "bad": bad})
+    arena = local_job.client.arena(local_job.router.nodes[0])
+    assert arena is not None
+    with local_job.get_buffer("bad") as buf:
+        offset = bytes(arena.view).find(bytes(buf.view[:64]))
+    assert offset >= 0
+    arena.view[offset + 7] ^= 0xFF
+    try:
+        with pytest.raises(ChecksumError):
+            local_job.get_many(["good", "bad"])
+    finally:
+        arena.view[offset + 7] ^= 0xFF
+    assert local_job.get_many(["good", "bad"]) == {"good": good, "bad": bad}
+    charged = lambda: tier_stats(local_job)["used_by_job"].get(local_job.name, 0)  # noqa: E731
+    wait_until(lambda: tier_stats(local_job)["used"] == charged(), what="leases released")
+
+
+def test_get_many_without_the_mapping_goes_through_the_socket(
+    node: NodeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POCKET_SHARED_MEMORY", "0")
+    copied = _count_arena_copies(monkeypatch)
+    with pocketlib.connect([str(node.address)], job=f"socket-{os.getpid()}") as job:
+        values = {f"l{i}": os.urandom(300 * 1024) for i in range(3)}
+        job.put_many(values)
+        assert job.get_many(list(values)) == values
+        assert copied == []
+        job.purge()

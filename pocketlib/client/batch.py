@@ -28,9 +28,10 @@ from ..errors import (
     error_for_status,
 )
 from ..protocol import Buffer, Flag, Op, checksum, encode_request
-from . import stripes
+from . import shared, stripes
 
 if TYPE_CHECKING:
+    from .arena import SharedArena
     from .base import JobBase
 
 __all__ = ["BATCH_BYTES", "BATCH_KEYS", "WINDOW", "get_many", "pipeline", "put_many"]
@@ -129,7 +130,7 @@ def get_many(
         for node, entries in per_node.items():
             for e in pipeline(
                 job.client.pools[node], Op.MULTI_GET, job._job, job._tokens[node],
-                entries, flags=flags, map_version=job._version,
+                entries, flags=flags, map_version=job._version, arena=job.client.arena(node),
             ):  # fmt: skip
                 if e.status:
                     if e.status == NotFoundError.status:  # missing keys are left out
@@ -141,10 +142,7 @@ def get_many(
                         del candidates[e.key]
                         continue
                     raise error_for_status(e.status, bytes(e.value).decode())
-                key = e.key.decode()
-                if checksum(e.value) != e.checksum:
-                    raise ChecksumError(f"checksum mismatch reading {key!r}")
-                out[key] = job._value(e.flags, e.key, e.value, delete_after_read)
+                out[e.key.decode()] = job._value(e.flags, e.key, e.value, delete_after_read)
                 if delete_after_read and len(candidates[e.key]) > round_ + 1:
                     job._delete_older(e.key, candidates[e.key][round_ + 1 :])
                 del candidates[e.key]
@@ -163,20 +161,31 @@ def pipeline(
     flags: int = 0,
     ttl_ms: int = 0,
     map_version: int = 0,
+    arena: SharedArena | None = None,
 ) -> list[Entry]:
     """Send ``entries`` (MULTI_PUT: keys and values; MULTI_GET: keys) to one node in batched
-    frames, up to :data:`WINDOW` in flight; the node's result entries, in order.
+    frames, up to :data:`WINDOW` in flight; the node's result entries, in order (a MULTI_GET's
+    values checked against their checksums).
+
+    With ``arena`` (the node's tier mapped into this process), a MULTI_GET's large values are
+    answered as places in the arena and copied from there, not through the socket.
 
     A batch the node refuses as a whole (a stale ticket, a draining node, a wrong token) stops
     the sending; the answers to the batches already sent are read before the error is raised,
     so the connection goes back to its pool in step."""
     results: list[Entry] = []
     refused: PocketError | None = None
+    if arena is not None and op == Op.MULTI_GET:
+        flags |= Flag.SHARED
 
     def read(rid: int) -> None:
         nonlocal refused
         try:
-            results.extend(_read_entries(conn, rid))
+            h = conn.read_header(rid)
+            answer = decode_entries(conn.read_body(h.length))
+            if op == Op.MULTI_GET:
+                _check_values(conn, answer, arena, (job, token), rid)
+            results.extend(answer)
         except PocketError as exc:
             if isinstance(exc, TransportError | ProtocolError | InvalidKeyError):
                 raise  # the connection is out of step: it is dropped
@@ -221,6 +230,18 @@ def _batches(entries: list[Entry]) -> Iterator[list[Entry]]:
         yield batch
 
 
-def _read_entries(conn: Connection, rid: int) -> list[Entry]:
-    h = conn.read_header(rid)
-    return decode_entries(conn.read_body(h.length))
+def _check_values(
+    conn: Connection,
+    entries: list[Entry],
+    arena: SharedArena | None,
+    prefix: tuple[bytes, bytes],
+    rid: int,
+) -> None:
+    """A MULTI_GET answer's values, each checked against its checksum (those in the arena as
+    they are copied out, while the node still holds them)."""
+    inline = [e for e in entries if not e.status and not e.flags & Flag.SHARED]
+    if arena is not None:
+        shared.take_entries(conn, arena, entries, prefix, rid)
+    for e in inline:
+        if checksum(e.value) != e.checksum:
+            raise ChecksumError(f"checksum mismatch reading {e.key.decode()!r}")

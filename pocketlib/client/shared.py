@@ -12,10 +12,11 @@ when ``POCKET_SHARED_MEMORY=0``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..bodies import decode_extents
+from ..bodies import Entry, decode_extents
 from ..connection import Connection
 from ..errors import ChecksumError, PocketError, RequestError
 from ..protocol import Flag, Op, ResponseHeader, checksum, pack_request
@@ -24,7 +25,7 @@ from .arena import SharedArena, SharedBuffer
 if TYPE_CHECKING:
     from .calls import ClientCalls
 
-__all__ = ["BytesReader", "buffer", "get", "put", "put_filled"]
+__all__ = ["BytesReader", "buffer", "get", "put", "put_filled", "take_entries"]
 
 
 # -- operations through the arena (called by Job when the node's arena is mapped) -----------
@@ -86,6 +87,32 @@ class BytesReader:
             return arena.copy_verified(extents, lambda: arena.read(extents), h.checksum)
         finally:
             conn.send((_release_frame(self.client, self.job, self.token, h.request_id),))
+
+
+def take_entries(
+    conn: Connection,
+    arena: SharedArena,
+    entries: list[Entry],
+    prefix: tuple[bytes, bytes],
+    request_id: int,
+) -> None:
+    """The entries of a MULTI_GET answer flagged SHARED: each value copied out of the arena
+    and checked against its checksum while the node holds its lease, then all the answer's
+    leases given back with one SHM_RELEASE (one-way, on the same connection)."""
+    shared = [e for e in entries if not e.status and e.flags & Flag.SHARED]
+    if not shared:
+        return
+    job, token = prefix
+    try:
+        for e in shared:
+            extents = decode_extents(memoryview(e.value))
+            e.value = arena.copy_verified(extents, functools.partial(arena.read, extents),
+                                          e.checksum)  # fmt: skip
+            e.flags &= ~Flag.SHARED
+    finally:
+        release = pack_request(Op.SHM_RELEASE, conn.next_id(), 0, job, token, b"", 0, 0, 0,
+                               request_id, 0, 0)  # fmt: skip
+        conn.send((release,))
 
 
 def _inline(

@@ -79,7 +79,7 @@ _FENCED_OPS = frozenset(
                        Op.DELETE_PREFIX, Op.JOB_DELETE, Op.LIST, Op.WAIT, Op.COPY)
 )  # fmt: skip
 _JOB_MAP_VERSION = int(Op.JOB_MAP_VERSION)
-_SHM_GET = int(Op.SHM_GET)
+_SHM_GET, _SHARED = int(Op.SHM_GET), Flag.SHARED
 _GET_RANGES, _COPY = int(Op.GET_RANGES), int(Op.COPY)
 _META_BODY_OPS = frozenset(
     {_LIST, _MULTI_GET, _MULTI_PUT, int(Op.WAIT), _GET_RANGES, _COPY, *CONTROL_OPS}
@@ -160,7 +160,10 @@ class Session(ValueSession):
             elif op == _PUT:
                 self._put(h, job, key)
             elif op == _MULTI_GET:
-                self._multi_get(h, job, body)
+                if h.flags & _SHARED:  # a co-located client: large values by extents
+                    self.shared.multi_get(h, job, body)
+                else:
+                    self._multi_get(h, job, body)
             elif op == _MULTI_PUT:
                 self._multi_put(h, job, body)
             elif op == _STREAM_PUT:

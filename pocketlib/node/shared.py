@@ -15,7 +15,6 @@ anyway; jobs still need their token for every request, as on the TCP path.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from ..bodies import encode_extents, encode_json
 from ..errors import RequestError
@@ -23,9 +22,7 @@ from ..protocol import MAGIC, RESPONSE_HEADER, VERSION, Flag, Op, RequestHeader,
 from ..tiers.base import Lease, Reservation
 from ..tiers.mapped import MappedTier
 from ..transport import boot_id
-
-if TYPE_CHECKING:
-    from .values import ValueSession
+from .values import SharedLeases, ValueSession
 
 __all__ = ["SharedSession"]
 
@@ -39,7 +36,10 @@ class SharedSession:
 
     def __init__(self, session: ValueSession) -> None:
         self.session = session
-        self.held: dict[int, Lease | Reservation] = {}
+        #: What this connection holds, by the id of the request that took it: a value's
+        #: lease (SHM_GET), a MULTI_GET's leases, or fresh space (SHM_RESERVE).
+        self.held: dict[int, Lease | list[Lease] | Reservation] = {}
+        self._share = SharedLeases(INLINE_LIMIT, self._hold)
 
     def handle(self, h: RequestHeader, job: str, key: str) -> None:
         """Serve MAP_INFO, SHM_GET, SHM_RELEASE, SHM_RESERVE or SHM_COMMIT."""
@@ -59,10 +59,8 @@ class SharedSession:
             return
         if op == Op.SHM_RELEASE:  # one-way: never answered
             held = self.held.pop(h.arg, None)
-            if isinstance(held, Lease):
-                held.release()
-            elif held is not None:
-                tier.abort(held)
+            if held is not None:
+                self._give_back(held)
             return
         if not (isinstance(tier, MappedTier) and tier.shared_path is not None):
             raise RequestError("this node's tier is not in shared memory")
@@ -120,6 +118,29 @@ class SharedSession:
                             m.version)  # fmt: skip
         s.stats.bytes_out += m.size
 
+    def multi_get(self, h: RequestHeader, job: str, body: bytes) -> None:
+        """MULTI_GET with flag SHARED: values above :data:`INLINE_LIMIT` answered as extents
+        and leased until SHM_RELEASE of the request's id; a MULTI_GET as any other where the
+        tier is not in shared memory (the client then finds no SHARED entry)."""
+        s = self.session
+        mapped = isinstance(s.tier, MappedTier) and s.tier.shared_path is not None
+        s._multi_get(h, job, body, self._share if mapped else None)
+
+    def _hold(self, request_id: int, leases: list[Lease]) -> None:
+        old = self.held.pop(request_id, None)
+        if old is not None:  # a client reusing an id it has not released: the older goes
+            self._give_back(old)
+        self.held[request_id] = leases
+
+    def _give_back(self, held: Lease | list[Lease] | Reservation) -> None:
+        if isinstance(held, Lease):
+            held.release()
+        elif isinstance(held, list):
+            for lease in held:
+                lease.release()
+        else:
+            self.session.tier.abort(held)
+
     def _reply_extents(
         self,
         request_id: int,
@@ -138,8 +159,5 @@ class SharedSession:
     def close(self) -> None:
         """Give back everything the connection still holds (it closed or broke)."""
         for held in self.held.values():
-            if isinstance(held, Lease):
-                held.release()
-            else:
-                self.session.tier.abort(held)
+            self._give_back(held)
         self.held.clear()

@@ -10,9 +10,10 @@ reserved.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..bodies import Entry, decode_entries, decode_keys, encode_entries
+from ..bodies import Entry, decode_entries, decode_keys, encode_entries, encode_extents
 from ..errors import (
     ConflictError,
     NotFoundError,
@@ -27,16 +28,25 @@ from ..transport import send_buffers
 from .conn import BaseSession, Disconnected, check_key, error_entry
 from .state import NodeState
 
-__all__ = ["ValueSession", "Upload", "slice_buffers"]
+__all__ = ["SharedLeases", "Upload", "ValueSession", "slice_buffers"]
 
 _pack_response = RESPONSE_HEADER.pack
 _DELETE_AFTER_READ, _RANGE, _STORED = Flag.DELETE_AFTER_READ, Flag.RANGE, Flag.STORED
-_REPLACED = Flag.REPLACED
+_REPLACED, _SHARED = Flag.REPLACED, Flag.SHARED
 #: Largest manifest of a striped value a PUT with REPLACED reports.
 _MANIFEST_MAX = 4096
 #: Values up to this size arrive with their header in one read and are stored in one step.
 _SMALL_VALUE = 16 * 1024
 _JOIN_LIMIT = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SharedLeases:
+    """How a MULTI_GET from a client that maps the tier shares values: those above ``above``
+    bytes by extents, their leases handed to ``hold(request_id, leases)``."""
+
+    above: int
+    hold: Callable[[int, list[Lease]], None]
 
 
 @dataclass
@@ -282,10 +292,20 @@ class ValueSession(BaseSession):
         self.count(len(body), 0)
         self._reply_parts(h.request_id, encode_entries(results))
 
-    def _multi_get(self, h: RequestHeader, job: str, body: bytes) -> None:
+    def _multi_get(
+        self, h: RequestHeader, job: str, body: bytes, share: SharedLeases | None = None
+    ) -> None:
+        """MULTI_GET: each key's value, or its error, as one entry of one answer.
+
+        With ``share`` (a client that maps this node's tier), values above ``share.above``
+        are answered as their extents in the mapping (entry flag SHARED) and stay leased,
+        under the request's id, until the client's SHM_RELEASE of it.
+        """
         take = bool(h.flags & Flag.DELETE_AFTER_READ)
         leases: list[Lease] = []
+        kept: list[Lease] = []
         entries: list[Entry] = []
+        size = 0
         try:
             for raw in decode_keys(body):
                 try:
@@ -297,15 +317,25 @@ class ValueSession(BaseSession):
                         exc = self.stale_error(h.map_version, job, "a miss")
                     entries.append(error_entry(raw, exc))
                     continue
+                meta = lease.meta
+                size += meta.size
+                if share is not None and meta.size > share.above:
+                    kept.append(lease)
+                    extents = encode_extents(lease.loc)
+                    entries.append(Entry(raw, extents, 0, meta.flags | _SHARED, meta.checksum))
+                    continue
                 leases.append(lease)
                 value = lease.buffers[0] if len(lease.buffers) == 1 else lease.tobytes()
-                entries.append(Entry(raw, value, 0, lease.meta.flags, lease.meta.checksum))
+                entries.append(Entry(raw, value, 0, meta.flags, meta.checksum))
             parts = encode_entries(entries)
             self._reply_parts(h.request_id, parts)
+            if kept and share is not None:  # the client's now, until it releases them
+                share.hold(h.request_id, kept)
+                kept = []
         finally:
-            for lease in leases:
+            for lease in leases + kept:
                 lease.release()
-        self.count(0, sum(len(e.value) for e in entries))
+        self.count(0, size)
 
 
 def slice_buffers(buffers: list[memoryview], start: int, length: int) -> list[memoryview]:

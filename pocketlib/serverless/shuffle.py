@@ -27,8 +27,6 @@ from ..protocol import Buffer, checksum
 if TYPE_CHECKING:
     from ..client.job import Job
 
-#: Partitions of at most this many parts are read one get each, not in one batch.
-_ONE_BY_ONE = 32
 #: Seconds a reader waits on the nodes before it looks for the shuffle's abort marker.
 _ABORT_CHECK = 1.0
 
@@ -200,11 +198,8 @@ class ShuffleReader:
         deletes them as they are read. ShuffleAbortedError if the shuffle was aborted (a
         mapper failed: :func:`abort`) while it waited."""
         self.wait(timeout)
-        if len(self.keys) <= _ONE_BY_ONE:
-            # A get of a large value from a co-located node goes through shared memory (1.4x
-            # the throughput of a batch over the socket, measured in the sort benchmark); a
-            # few round trips more cost little next to a partition's bytes.
-            return [self.job.get(k, delete_after_read=free) for k in self.keys]
+        # One batch per node; from a node on this host, the large parts are copied out of its
+        # shared memory rather than sent through the socket.
         got = self.job.get_many(self.keys, delete_after_read=free)
         return [got[k] for k in self.keys]
 
