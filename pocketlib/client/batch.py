@@ -12,7 +12,7 @@ client is still sending, so neither side's socket buffers fill up and stall the 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..bodies import Entry, decode_entries, encode_entries, encode_keys
@@ -40,6 +40,9 @@ __all__ = ["BATCH_BYTES", "BATCH_KEYS", "WINDOW", "get_many", "pipeline", "put_m
 BATCH_BYTES = 4 * 1024 * 1024
 BATCH_KEYS = 1000
 WINDOW = 8
+
+_NOT_FOUND, _STALE = NotFoundError.status, StaleTicketError.status
+_SPECIAL = Flag.LZ4 | Flag.STRIPED
 
 
 def put_many(
@@ -70,7 +73,7 @@ def put_many(
                 Op.MULTI_PUT,
                 job._job,
                 job._tokens[node],
-                entries,
+                _batches(entries),
                 ttl_ms=ttl_ms,
                 map_version=job._version,
             ):
@@ -109,46 +112,76 @@ def get_many(
     job: JobBase, wanted: Sequence[bytes], delete_after_read: bool, out: dict[str, bytes]
 ) -> None:
     """Put the values of the ``wanted`` keys that exist into ``out`` (by key)."""
-    # Round r asks each key's r-th candidate node (newest weight map first); a job with
-    # one weight-map version has one round.
-    candidates: dict[bytes, list[str]] = {}
-    for raw in wanted:
-        if job._single:
-            candidates[raw] = [job._node_for(raw)]
-        else:
-            candidates[raw] = [n for n in job.router.read_nodes(raw) if n not in job._gone]
     flags = Flag.DELETE_AFTER_READ if delete_after_read else 0
-    round_ = 0
     stale: StaleTicketError | None = None  # a miss on a node that knows a newer weight map
+    if job._single:
+        per_node: dict[str, list[bytes]] = defaultdict(list)
+        node_for = job._node_for
+        for raw in wanted:
+            per_node[node_for(raw)].append(raw)
+        for node, raws in per_node.items():
+            stale = _get_at(job, node, raws, flags, out, None) or stale
+        if stale is not None:
+            raise stale
+        return
+    # Round r asks each key's r-th candidate node (newest weight map first).
+    candidates = {raw: [n for n in job.router.read_nodes(raw) if n not in job._gone]
+                  for raw in wanted}  # fmt: skip
+    round_ = 0
     while candidates:
-        per_node: dict[str, list[Entry]] = defaultdict(list)
+        per_node = defaultdict(list)
         for raw, nodes in candidates.items():
             if round_ < len(nodes):
-                per_node[nodes[round_]].append(Entry(raw, b""))
+                per_node[nodes[round_]].append(raw)
         if not per_node:
             break
-        for node, entries in per_node.items():
-            for e in pipeline(
-                job.client.pools[node], Op.MULTI_GET, job._job, job._tokens[node],
-                entries, flags=flags, map_version=job._version, arena=job.client.arena(node),
-            ):  # fmt: skip
-                if e.status:
-                    if e.status == NotFoundError.status:  # missing keys are left out
-                        continue
-                    if e.status == StaleTicketError.status:
-                        # Not a miss: the caller refreshes and asks again. The rest of the
-                        # answer is read first (delete-after-read values are taken already).
-                        stale = StaleTicketError(bytes(e.value).decode())
-                        del candidates[e.key]
-                        continue
-                    raise error_for_status(e.status, bytes(e.value).decode())
-                out[e.key.decode()] = job._value(e.flags, e.key, e.value, delete_after_read)
-                if delete_after_read and len(candidates[e.key]) > round_ + 1:
-                    job._delete_older(e.key, candidates[e.key][round_ + 1 :])
-                del candidates[e.key]
+        for node, raws in per_node.items():
+            answered: list[bytes] = []
+            stale = _get_at(job, node, raws, flags, out, answered) or stale
+            for raw in answered:
+                nodes = candidates.pop(raw)
+                if delete_after_read and len(nodes) > round_ + 1:
+                    job._delete_older(raw, nodes[round_ + 1 :])
         round_ += 1
     if stale is not None:
         raise stale
+
+
+def _get_at(
+    job: JobBase,
+    node: str,
+    raws: list[bytes],
+    flags: int,
+    out: dict[str, bytes],
+    answered: list[bytes] | None,
+) -> StaleTicketError | None:
+    """MULTI_GET of ``raws`` on ``node``: the values found go into ``out``, the keys answered
+    for good (found, or refused as asked under a stale ticket) into ``answered``; the
+    StaleTicketError of such a refusal (the caller refreshes and asks again; the rest of the
+    answer is read first, since delete-after-read values are taken already)."""
+    stale: StaleTicketError | None = None
+    take = bool(flags & Flag.DELETE_AFTER_READ)
+    value_of = job._value
+    bodies: list[list[Buffer]] = [
+        [encode_keys(raws[i : i + BATCH_KEYS])] for i in range(0, len(raws), BATCH_KEYS)
+    ]
+    for key, value, status, value_flags, _ in pipeline(
+        job.client.pools[node], Op.MULTI_GET, job._job, job._tokens[node], bodies,
+        flags=flags, map_version=job._version, arena=job.client.arena(node),
+    ):  # fmt: skip
+        if status:
+            if status == _NOT_FOUND:  # missing keys are left out
+                continue
+            if status != _STALE:
+                raise error_for_status(status, bytes(value).decode())
+            stale = StaleTicketError(bytes(value).decode())
+        elif type(value) is bytes and not value_flags & _SPECIAL:
+            out[key.decode()] = value  # (a copy already: sliced from the answer)
+        else:
+            out[key.decode()] = value_of(value_flags, key, value, take)
+        if answered is not None:
+            answered.append(key)
+    return stale
 
 
 def pipeline(
@@ -156,16 +189,16 @@ def pipeline(
     op: Op,
     job: bytes,
     token: bytes,
-    entries: list[Entry],
+    bodies: Iterable[list[Buffer]],
     *,
     flags: int = 0,
     ttl_ms: int = 0,
     map_version: int = 0,
     arena: SharedArena | None = None,
 ) -> list[Entry]:
-    """Send ``entries`` (MULTI_PUT: keys and values; MULTI_GET: keys) to one node in batched
-    frames, up to :data:`WINDOW` in flight; the node's result entries, in order (a MULTI_GET's
-    values checked against their checksums).
+    """Send one ``op`` frame per body of ``bodies`` (MULTI_PUT: entries; MULTI_GET: a key
+    list) to one node, up to :data:`WINDOW` in flight; the node's result entries, in order
+    (a MULTI_GET's values checked against their checksums).
 
     With ``arena`` (the node's tier mapped into this process), a MULTI_GET's large values are
     answered as places in the arena and copied from there, not through the socket.
@@ -193,16 +226,12 @@ def pipeline(
 
     with pool.connection() as conn:
         pending: list[int] = []
-        for batch in _batches(entries):
+        for body in bodies:
             if len(pending) == WINDOW:
                 read(pending.pop(0))
             if refused is not None:
                 break
             rid = conn.next_id()
-            if op == Op.MULTI_PUT:
-                body = encode_entries(batch)
-            else:
-                body = [encode_keys([e.key for e in batch])]
             length = sum(len(b) for b in body)
             head = encode_request(
                 op, rid, job, token, length=length, flags=flags, ttl_ms=ttl_ms,
@@ -217,17 +246,18 @@ def pipeline(
     return results
 
 
-def _batches(entries: list[Entry]) -> Iterator[list[Entry]]:
+def _batches(entries: list[Entry]) -> Iterator[list[Buffer]]:
+    """MULTI_PUT bodies of at most BATCH_KEYS entries or BATCH_BYTES of values each."""
     batch: list[Entry] = []
     size = 0
     for e in entries:
         if batch and (len(batch) == BATCH_KEYS or size + len(e.value) > BATCH_BYTES):
-            yield batch
+            yield encode_entries(batch)
             batch, size = [], 0
         batch.append(e)
         size += len(e.value)
     if batch:
-        yield batch
+        yield encode_entries(batch)
 
 
 def _check_values(

@@ -96,19 +96,21 @@ def take_entries(
     prefix: tuple[bytes, bytes],
     request_id: int,
 ) -> None:
-    """The entries of a MULTI_GET answer flagged SHARED: each value copied out of the arena
-    and checked against its checksum while the node holds its lease, then all the answer's
-    leases given back with one SHM_RELEASE (one-way, on the same connection)."""
-    shared = [e for e in entries if not e.status and e.flags & Flag.SHARED]
+    """The entries of a MULTI_GET answer flagged SHARED, replaced in ``entries`` by their
+    values: each copied out of the arena and checked against its checksum while the node
+    holds its lease, then all the answer's leases given back with one SHM_RELEASE (one-way,
+    on the same connection)."""
+    shared = [i for i, e in enumerate(entries) if not e.status and e.flags & Flag.SHARED]
     if not shared:
         return
     job, token = prefix
     try:
-        for e in shared:
+        for i in shared:
+            e = entries[i]
             extents = decode_extents(memoryview(e.value))
-            e.value = arena.copy_verified(extents, functools.partial(arena.read, extents),
-                                          e.checksum)  # fmt: skip
-            e.flags &= ~Flag.SHARED
+            value = arena.copy_verified(extents, functools.partial(arena.read, extents),
+                                        e.checksum)  # fmt: skip
+            entries[i] = e._replace(value=value, flags=e.flags & ~Flag.SHARED)
     finally:
         release = pack_request(Op.SHM_RELEASE, conn.next_id(), 0, job, token, b"", 0, 0, 0,
                                request_id, 0, 0)  # fmt: skip

@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import socket
 
-from ..bodies import Entry
-from ..errors import InvalidKeyError, PocketError, RequestError, StaleTicketError, status_for_error
+from ..errors import PocketError, RequestError, StaleTicketError, status_for_error
 from ..protocol import Buffer, Op, RequestHeader, encode_response
 from ..transport import send_buffers, socket_reader
 from .state import NodeState
 
-__all__ = ["OP_NAMES", "BaseSession", "ConnStats", "Disconnected", "check_key", "error_entry"]
+__all__ = ["OP_NAMES", "BaseSession", "ConnStats", "Disconnected", "check_key"]
 
 _DRAIN_CHUNK = 1 << 20
 OP_NAMES = {int(op): op.name.lower() for op in Op}
@@ -110,8 +109,3 @@ class BaseSession:
 def check_key(key: str) -> None:
     if not key:
         raise RequestError("keys must not be empty")
-
-
-def error_entry(key: bytes, exc: Exception) -> Entry:
-    pe = exc if isinstance(exc, PocketError) else InvalidKeyError(str(exc))
-    return Entry(key, str(pe).encode("utf-8", "replace"), status_for_error(pe))

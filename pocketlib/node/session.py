@@ -24,6 +24,7 @@ from ..bodies import (
     encode_entries,
     encode_json,
     encode_keys,
+    error_entry,
 )
 from ..errors import (
     DrainingError,
@@ -47,7 +48,7 @@ from ..protocol import (
 )
 from ..tiers.base import ObjectMeta
 from . import objects
-from .conn import OP_NAMES, Disconnected, check_key, error_entry
+from .conn import OP_NAMES, Disconnected, check_key
 from .shared import SharedSession
 from .state import NodeState
 from .values import Upload, ValueSession, slice_buffers

@@ -13,7 +13,15 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..bodies import Entry, decode_entries, decode_keys, encode_entries, encode_extents
+from ..bodies import (
+    Entry,
+    EntryWriter,
+    decode_entries,
+    decode_keys,
+    encode_entries,
+    encode_extents,
+    error_entry,
+)
 from ..errors import (
     ConflictError,
     NotFoundError,
@@ -22,10 +30,19 @@ from ..errors import (
     StaleTicketError,
     UnknownJobError,
 )
-from ..protocol import MAGIC, RESPONSE_HEADER, VERSION, Flag, Hasher, RequestHeader, encode_response
+from ..protocol import (
+    MAGIC,
+    RESPONSE_HEADER,
+    VERSION,
+    Buffer,
+    Flag,
+    Hasher,
+    RequestHeader,
+    encode_response,
+)
 from ..tiers.base import Lease, ObjectMeta, Reservation
 from ..transport import send_buffers
-from .conn import BaseSession, Disconnected, check_key, error_entry
+from .conn import BaseSession, Disconnected, check_key
 from .state import NodeState
 
 __all__ = ["SharedLeases", "Upload", "ValueSession", "slice_buffers"]
@@ -129,16 +146,13 @@ class ValueSession(BaseSession):
             if len(value) != h.length:
                 raise Disconnected
             try:
-                self._check_version(h.map_version, job)
-                epoch = self._epoch(job, key)
-                meta = self.tier.put(
-                    job, key, value, checksum=h.checksum, flags=h.flags & _STORED, ttl=ttl
-                )
-                self._check_epoch(job, key, epoch)
+                meta = self.store_small(
+                    job, key, value, checksum=h.checksum, flags=h.flags & _STORED, ttl=ttl,
+                    map_version=h.map_version,
+                )  # fmt: skip
             except PocketError as exc:
                 self.reply_error(h.request_id, exc)
                 return
-            self.node.waits.stored(job, key)
         else:
             res = self.tier.reserve(h.length)
             self._receive_into(res)
@@ -162,6 +176,26 @@ class ValueSession(BaseSession):
                 )
             )
         self.count(h.length, 0)
+
+    def store_small(
+        self,
+        job: str,
+        key: str,
+        value: Buffer,
+        *,
+        checksum: int,
+        flags: int,
+        ttl: float | None,
+        map_version: int,
+    ) -> ObjectMeta:
+        """Store a value that is wholly in memory already with one tier call (what
+        :meth:`commit` checks, checked around it)."""
+        self._check_version(map_version, job)
+        epoch = self._epoch(job, key)
+        meta = self.tier.put(job, key, value, checksum=checksum, flags=flags, ttl=ttl)
+        self._check_epoch(job, key, epoch)
+        self.node.waits.stored(job, key)
+        return meta
 
     def striped_value(self, job: str, key: str) -> bytes | None:
         """The manifest stored under ``key`` if its value is striped (else None)."""
@@ -277,12 +311,18 @@ class ValueSession(BaseSession):
                 if e.flags & Flag.PERSIST and not self.node.persists:
                     raise RequestError("this node has no persist tier (start it with --persist)")
                 replaced = self.striped_value(job, key) if e.flags & _REPLACED else None
-                res = self.tier.reserve(len(e.value))
-                res.fill(e.value)
-                meta = self.commit(
-                    res, job, key, checksum=e.checksum, flags=e.flags & _STORED, ttl=ttl,
-                    map_version=h.map_version,
-                )  # fmt: skip
+                if len(e.value) <= _SMALL_VALUE:
+                    meta = self.store_small(
+                        job, key, e.value, checksum=e.checksum, flags=e.flags & _STORED,
+                        ttl=ttl, map_version=h.map_version,
+                    )  # fmt: skip
+                else:
+                    res = self.tier.reserve(len(e.value))
+                    res.fill(e.value)
+                    meta = self.commit(
+                        res, job, key, checksum=e.checksum, flags=e.flags & _STORED, ttl=ttl,
+                        map_version=h.map_version,
+                    )  # fmt: skip
                 if replaced is not None:  # as for PUT: the manifest it replaced, for its chunks
                     results.append(Entry(e.key, replaced, 0, Flag.STRIPED, meta.version))
                 else:
@@ -297,38 +337,58 @@ class ValueSession(BaseSession):
     ) -> None:
         """MULTI_GET: each key's value, or its error, as one entry of one answer.
 
-        With ``share`` (a client that maps this node's tier), values above ``share.above``
-        are answered as their extents in the mapping (entry flag SHARED) and stay leased,
-        under the request's id, until the client's SHM_RELEASE of it.
+        Small values are copied out in one tier call for the whole batch; larger ones are
+        leased and sent from the tier's memory. With ``share`` (a client that maps this
+        node's tier), values above ``share.above`` are answered as their extents in the
+        mapping (entry flag SHARED) and stay leased, under the request's id, until the
+        client's SHM_RELEASE of it.
         """
         take = bool(h.flags & Flag.DELETE_AFTER_READ)
+        tier = self.tier
+        out = EntryWriter()
+        raws: list[bytes] = []
+        keys: list[str] = []
+        for raw in decode_keys(body):
+            try:
+                key = raw.decode("utf-8")
+                check_key(key)
+            except (PocketError, UnicodeDecodeError) as exc:
+                out.add_error(raw, exc)
+                continue
+            raws.append(raw)
+            keys.append(key)
         leases: list[Lease] = []
         kept: list[Lease] = []
-        entries: list[Entry] = []
         size = 0
         try:
-            for raw in decode_keys(body):
-                try:
-                    key = raw.decode("utf-8")
-                    check_key(key)
-                    lease = self.tier.lease(job, key, take=take)
-                except (PocketError, UnicodeDecodeError) as exc:
-                    if type(exc) is NotFoundError and self.stale(h, job):
-                        exc = self.stale_error(h.map_version, job, "a miss")
-                    entries.append(error_entry(raw, exc))
+            copies = tier.read_many(job, keys, _SMALL_VALUE, take=take)
+            for raw, key, got in zip(raws, keys, copies, strict=True):
+                if got is None:  # too large to copy: leased, and sent from the tier's memory
+                    try:
+                        lease = tier.lease(job, key, take=take)
+                    except PocketError as exc:
+                        got = exc
+                if isinstance(got, PocketError):
+                    if type(got) is NotFoundError and self.stale(h, job):
+                        got = self.stale_error(h.map_version, job, "a miss")
+                    out.add_error(raw, got)
+                    continue
+                if got is not None:
+                    meta, data = got
+                    size += meta.size
+                    out.add(raw, data, 0, meta.flags, meta.checksum)
                     continue
                 meta = lease.meta
                 size += meta.size
                 if share is not None and meta.size > share.above:
                     kept.append(lease)
                     extents = encode_extents(lease.loc)
-                    entries.append(Entry(raw, extents, 0, meta.flags | _SHARED, meta.checksum))
+                    out.add(raw, extents, 0, meta.flags | _SHARED, meta.checksum)
                     continue
                 leases.append(lease)
                 value = lease.buffers[0] if len(lease.buffers) == 1 else lease.tobytes()
-                entries.append(Entry(raw, value, 0, meta.flags, meta.checksum))
-            parts = encode_entries(entries)
-            self._reply_parts(h.request_id, parts)
+                out.add(raw, value, 0, meta.flags, meta.checksum)
+            self._reply_parts(h.request_id, out.finish())
             if kept and share is not None:  # the client's now, until it releases them
                 share.hold(h.request_id, kept)
                 kept = []

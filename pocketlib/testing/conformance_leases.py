@@ -109,3 +109,28 @@ class LeaseChecks(TierChecks):
         assert tier.stats().used == 0
         with pytest.raises(NotFoundError):
             tier.read_small(JOB, "k", 1000, take=True)
+
+    def test_read_many_answers_each_key_as_read_small_would(self, tier: TierDriver) -> None:
+        small, large, other = random_value(100, 15), random_value(5000, 16), random_value(7, 17)
+        self.put(tier, JOB, "small", small)
+        self.put(tier, JOB, "large", large)
+        self.put(tier, JOB, "other", other)
+        got = tier.read_many(JOB, ["large", "missing", "small", "other", "small"], 1000)
+        assert got[0] is None  # too large: lease it instead
+        assert isinstance(got[1], NotFoundError)  # a miss is this key's answer, not the batch's
+        for answer, value in ((got[2], small), (got[3], other), (got[4], small)):
+            assert isinstance(answer, tuple)
+            meta, data = answer
+            assert (data, meta.size, meta.checksum) == (value, len(value), checksum(value))
+
+    def test_read_many_take_deletes_only_what_it_returned(self, tier: TierDriver) -> None:
+        small, large = random_value(200, 18), random_value(5000, 19)
+        self.put(tier, JOB, "small", small)
+        self.put(tier, JOB, "large", large)
+        got = tier.read_many(JOB, ["small", "large", "small"], 1000, take=True)
+        assert isinstance(got[0], tuple)
+        assert got[0][1] == small
+        assert got[1] is None
+        assert isinstance(got[2], NotFoundError)  # taken by the first
+        assert not tier.exists(JOB, "small")
+        assert tier.read_small(JOB, "large", 10_000) is not None

@@ -18,12 +18,12 @@ them by name.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, NamedTuple
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFoundError, PocketError
 
 __all__ = [
     "Capabilities",
@@ -202,6 +202,23 @@ class TierDriver(abc.ABC):
             self.delete(job, key)
         return lease.meta, data
 
+    def read_many(
+        self, job: str, keys: Sequence[str], limit: int, *, take: bool = False
+    ) -> list[tuple[ObjectMeta, bytes] | PocketError | None]:
+        """:meth:`read_small` of each key, in order: a copy of each value of at most ``limit``
+        bytes, None for a larger one (lease it instead), the error for one that is absent or
+        expired (a batch answers per key, so a miss does not fail the others).
+
+        A driver may serve the whole batch in one step (one lock, one pass over its index).
+        """
+        out: list[tuple[ObjectMeta, bytes] | PocketError | None] = []
+        for key in keys:
+            try:
+                out.append(self.read_small(job, key, limit, take=take))
+            except NotFoundError as exc:
+                out.append(exc)
+        return out
+
     @abc.abstractmethod
     def stat(self, job: str, key: str) -> ObjectMeta:
         """The object's metadata; NotFoundError if it is absent."""
@@ -241,8 +258,6 @@ class TierDriver(abc.ABC):
     # -- conveniences built on the primitives ------------------------------------------------
     def exists(self, job: str, key: str) -> bool:
         """Whether the object is present."""
-        from ..errors import NotFoundError
-
         try:
             self.stat(job, key)
         except NotFoundError:

@@ -14,9 +14,10 @@ import abc
 import functools
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from ..errors import CapacityError
+from ..errors import CapacityError, NotFoundError, PocketError
 from ..protocol import checksum as value_checksum
 from .base import Lease, ObjectMeta, Reservation, TierDriver, TierStats
 from .objindex import Entry, IndexAnswers, ObjectIndex
@@ -204,11 +205,39 @@ class IndexedTier(IndexAnswers, TierDriver):
             meta = stored.meta
             if meta.size > limit:
                 return None
-            views = self._medium_buffers(stored.loc, meta.size, False)
-            data = views[0].tobytes() if len(views) == 1 else b"".join(views)
+            data = self._medium_bytes(stored.loc, meta.size)
             if take:
                 self._index.remove(job, key)
         return meta, data
+
+    def read_many(
+        self, job: str, keys: Sequence[str], limit: int, *, take: bool = False
+    ) -> list[tuple[ObjectMeta, bytes] | PocketError | None]:
+        """:meth:`read_small` of each key under one hold of the lock (a batch of small values
+        costs a third of one read_small per key)."""
+        out: list[tuple[ObjectMeta, bytes] | PocketError | None] = []
+        append = out.append
+        index = self._index
+        with self._lock:
+            for key in keys:
+                try:
+                    stored = index.find(job, key)
+                except NotFoundError as exc:
+                    append(exc)
+                    continue
+                meta = stored.meta
+                if meta.size > limit:
+                    append(None)
+                    continue
+                append((meta, self._medium_bytes(stored.loc, meta.size)))
+                if take:
+                    index.remove(job, key)
+        return out
+
+    def _medium_bytes(self, loc: Any, nbytes: int) -> bytes:
+        """A copy of the value at ``loc`` (lock held)."""
+        views = self._medium_buffers(loc, nbytes, False)
+        return views[0].tobytes() if len(views) == 1 else b"".join(views)
 
     def stats(self) -> TierStats:
         with self._lock:

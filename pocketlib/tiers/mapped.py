@@ -49,6 +49,12 @@ class MappedTier(IndexedTier):
     def _medium_join(self, locs: list[Any]) -> Any:
         return [extent for loc in locs for extent in loc]
 
+    def _medium_bytes(self, loc: Any, nbytes: int) -> bytes:
+        if len(loc) == 1:  # (the usual case, without the list of views)
+            start, length = loc[0]
+            return self._ro_view[start : start + length].tobytes()
+        return b"".join(self._ro_view[start : start + length] for start, length in loc)
+
     def _medium_buffers(self, loc: Any, nbytes: int, writable: bool) -> list[memoryview]:
         view = self._view if writable else self._ro_view
         if len(loc) == 1:
