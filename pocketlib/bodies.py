@@ -91,7 +91,7 @@ def decode_keys(body: bytes | memoryview) -> list[bytes]:
 #: Values up to this size are copied into the buffer of a MULTI body's headers; larger ones
 #: are left as buffers of their own, sent without a copy (a gathered write of a thousand tiny
 #: buffers costs more than copying them once).
-_JOIN_VALUE = 16 * 1024
+_JOIN_VALUE = 4 * 1024
 
 
 def error_entry(key: bytes, exc: Exception) -> Entry:

@@ -316,11 +316,11 @@ def test_entries_roundtrip() -> None:
 
 
 def test_entries_keep_large_values_apart_and_decode_them_as_views() -> None:
-    """Small values are joined into the buffer of headers; one above 16 KiB is sent as a
+    """Small values are joined into the buffer of headers; one above 4 KiB is sent as a
     buffer of its own and decoded as a view of the body, not a copy."""
     large = bytes(range(256)) * 80  # 20 KiB
     entries = [Entry(b"s1", b"a" * 100), Entry(b"big", large, 0, Flag.LZ4, 7),
-               Entry(b"s2", b"b" * 16384)]  # fmt: skip
+               Entry(b"s2", b"b" * 4096)]  # fmt: skip
     parts = encode_entries(entries)
     assert len(parts) == 3  # headers and s1 | the large value | the header of s2 and s2
     assert parts[1] is large
@@ -328,7 +328,7 @@ def test_entries_keep_large_values_apart_and_decode_them_as_views() -> None:
     assert [(e.key, bytes(e.value), e.flags) for e in decoded] == [
         (b"s1", b"a" * 100, 0),
         (b"big", large, Flag.LZ4),
-        (b"s2", b"b" * 16384, 0),
+        (b"s2", b"b" * 4096, 0),
     ]
     assert isinstance(decoded[1].value, memoryview)
     assert isinstance(decoded[0].value, bytes)
