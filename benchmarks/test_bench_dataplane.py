@@ -1,4 +1,5 @@
-"""pytest-benchmark: pocketlib and Redis GET/PUT side by side, one group per value size.
+"""pytest-benchmark: pocketlib and Redis side by side: GET/PUT, one group per value size, and
+batches (put_many / get_many beside MSET / MGET), one group per batch shape.
 
 Skipped by the default test run (``-m 'not slow and not bench'``). Run it with::
 
@@ -22,6 +23,10 @@ from pocketlib.control.processes import NodeProcess
 pytestmark = pytest.mark.bench
 
 SIZES = {"1 KiB": 1 << 10, "16 MiB": 16 << 20}
+#: Batches (keys x value size) for put_many / get_many beside MSET / MGET: a shuffle of many
+#: small records or a metadata fan-out, where per-key costs dominate, not bytes.
+SHAPES = {"8 x 1 KiB": (8, 1024), "100 x 1 KiB": (100, 1024), "1000 x 100 B": (1000, 100),
+          "1000 x 1 KiB": (1000, 1024), "100 x 16 KiB": (100, 16 * 1024)}  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +99,32 @@ def test_put(
     benchmark.name = f"{system} PUT {size}"
     benchmark(put, key, values[size])
     assert len(get(key)) == SIZES[size]
+
+
+def _batch_items(system: str, shape: str) -> dict[str, bytes]:
+    n, size = SHAPES[shape]
+    return {f"bench/batch/{system}/{shape}/{i}": os.urandom(size) for i in range(n)}
+
+
+@pytest.mark.parametrize("system", ["pocket", "redis"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("op", ["PUT_MANY", "GET_MANY"])
+def test_batch(
+    benchmark: Any, op: str, system: str, shape: str, pocket_job: Any, redis_client: Any
+) -> None:
+    """put_many / get_many of one batch, or Redis's MSET / MGET of the same items."""
+    items = _batch_items(system, shape)
+    keys = list(items)
+    if system == "redis":
+        put, get = redis_client.mset, lambda: dict(zip(keys, redis_client.mget(keys), strict=True))
+        name = "MSET" if op == "PUT_MANY" else "MGET"
+    else:
+        put, get = pocket_job.put_many, lambda: pocket_job.get_many(keys)
+        name = op.lower()
+    benchmark.group, benchmark.name = f"{op} {shape}", f"{system} {name} {shape}"
+    if op == "PUT_MANY":
+        benchmark(put, items)
+    else:
+        put(items)
+        benchmark(get)
+    assert get() == items
