@@ -294,3 +294,60 @@ def test_get_many_without_the_mapping_goes_through_the_socket(
         assert job.get_many(list(values)) == values
         assert copied == []
         job.purge()
+
+
+def test_a_node_without_shared_memory_answers_a_shared_multi_get_inline(
+    local_job: pocketlib.Job, tmp_path: Path
+) -> None:
+    """Flag SHARED on a MULTI_GET is a request, not a demand: an HDD node (no mapping to
+    share) answers every value inline, and the client takes them as they come."""
+    from pocketlib.client import batch
+    from pocketlib.protocol import Op
+
+    arena = local_job.client.arena(local_job.router.nodes[0])  # a real arena, of another node
+    assert arena is not None
+    with (
+        NodeProcess("hdd", "64MiB", extra_args=["--path", str(tmp_path)]) as hdd,
+        pocketlib.connect([str(hdd.address)], job=f"hdd-{os.getpid()}") as job,
+    ):
+        values = {f"l{i}": os.urandom(300 * 1024) for i in range(2)}
+        job.put_many(values)
+        node = str(hdd.address)
+        body = [batch.encode_keys([k.encode() for k in values])]
+        got = batch.pipeline(job.client.pools[node], Op.MULTI_GET, job._job, job._tokens[node],
+                             [body], arena=arena)  # fmt: skip
+        assert {e.key.decode(): bytes(e.value) for e in got} == values
+        assert job.get("l0") == values["l0"]  # the connection is still in step
+        job.purge()
+
+
+def test_a_client_that_hangs_up_holding_a_batch_of_leases_frees_them(
+    local_job: pocketlib.Job,
+) -> None:
+    """A MULTI_GET's leases are the connection's: taken values (delete-after-read) keep
+    their space until released, and a connection that closes without SHM_RELEASE gives
+    them back."""
+    from pocketlib.bodies import decode_entries, encode_keys
+    from pocketlib.config import Address, Timeouts
+    from pocketlib.connection import Connection
+    from pocketlib.protocol import Flag, Op, encode_request
+
+    node = local_job.router.nodes[0]
+    charged = lambda: tier_stats(local_job)["used_by_job"].get(local_job.name, 0)  # noqa: E731
+    before = tier_stats(local_job)["used"] - charged()
+    values = {f"t{i}": os.urandom(200 * 1024) for i in range(3)}
+    local_job.put_many(values)
+    conn = Connection(Address.parse(node), Timeouts())
+    keys = encode_keys([k.encode() for k in values])
+    flags = Flag.SHARED | Flag.DELETE_AFTER_READ
+    head = encode_request(Op.MULTI_GET, 7, local_job._job, local_job._tokens[node],
+                          length=len(keys), flags=flags)  # fmt: skip
+    conn.send([head, keys])
+    h = conn.read_header(7)
+    entries = decode_entries(conn.read_body(h.length))
+    assert [e.flags & Flag.SHARED for e in entries] == [Flag.SHARED] * 3
+    assert not any(local_job.exists(k) for k in values)  # taken...
+    assert tier_stats(local_job)["used"] - charged() >= before + 3 * 200 * 1024  # ...but held
+    conn.close()
+    wait_until(lambda: tier_stats(local_job)["used"] - charged() == before,
+               what="the closed connection's leases freed")  # fmt: skip
