@@ -319,21 +319,24 @@ def test_ranges_of_one_key_in_several_requests_come_from_one_value(
     old, new = b"a" * 10_000, b"b" * 10_000
     job.put("ov", old)
     monkeypatch.setattr(ranges, "RANGES_PER_REQUEST", 4)  # 12 ranges: three requests
-    sent = 0
-    real = ranges._request
+    # One request in flight at a time, so the first is answered before the second is sent.
+    monkeypatch.setattr(ranges, "REQUEST_BYTES", 1)
+    answered = 0
+    real = ranges._read
 
-    def request(*args: object) -> bytes:
-        nonlocal sent
-        sent += 1
-        if sent == 2:  # the key is overwritten between its first and second request
+    def read(*args: object) -> int:
+        nonlocal answered
+        size = real(*args)  # type: ignore[arg-type]
+        answered += 1
+        if answered == 1:  # the key is overwritten between its first and second request
             job.put("ov", new)
-        return real(*args)  # type: ignore[arg-type]
+        return size
 
-    monkeypatch.setattr(ranges, "_request", request)
+    monkeypatch.setattr(ranges, "_read", read)
     wanted = [("ov", i * 100, i * 100 + 10) for i in range(12)]
     with pytest.raises(pocketlib.ConflictError, match="changed during the read"):
         job.get_ranges(wanted)
-    monkeypatch.setattr(ranges, "_request", real)
+    monkeypatch.setattr(ranges, "_read", real)
     assert job.get_ranges(wanted) == [new[s:e] for _, s, e in wanted]  # (connections in step)
 
 
