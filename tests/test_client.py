@@ -240,6 +240,30 @@ def test_put_many_in_several_batches(job: pocketlib.Job) -> None:
     assert len(list(job.list("small/"))) == 2500
 
 
+def test_a_multi_put_takes_effect_in_entry_order(job: pocketlib.Job) -> None:
+    """Small values of a MULTI_PUT are stored in runs, a large one on its own: entries of
+    one key, small and large mixed, still leave the last one stored, and each answer is
+    that entry's."""
+    from pocketlib.bodies import Entry
+    from pocketlib.client import batch
+    from pocketlib.protocol import Op
+
+    small1, large, small2 = b"s" * 10, os.urandom(64 * 1024), b"t" * 20
+    node = job.router.nodes[0]
+
+    def multi_put(values: list[bytes]) -> list[Entry]:
+        entries = [Entry(b"k", v, 0, 0, checksum(v)) for v in values]
+        return batch.pipeline(job.client.pools[node], Op.MULTI_PUT, job._job,
+                              job._tokens[node], batch._batches(entries))  # fmt: skip
+
+    answers = multi_put([small1, large, small2])
+    assert [a.status for a in answers] == [0, 0, 0]
+    assert answers[0].checksum < answers[1].checksum < answers[2].checksum  # versions, in order
+    assert job.get("k") == small2
+    multi_put([small1, large])
+    assert job.get("k") == large
+
+
 def test_get_many_delete_after_read(job: pocketlib.Job) -> None:
     job.put_many({"a": b"1", "b": b"2", "c": b"3"})
     assert job.get_many(["a", "b"], delete_after_read=True) == {"a": b"1", "b": b"2"}

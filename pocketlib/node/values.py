@@ -14,13 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..bodies import (
-    Entry,
     EntryWriter,
     decode_entries,
     decode_keys,
-    encode_entries,
     encode_extents,
-    error_entry,
 )
 from ..errors import (
     ConflictError,
@@ -40,7 +37,7 @@ from ..protocol import (
     RequestHeader,
     encode_response,
 )
-from ..tiers.base import Lease, ObjectMeta, Reservation
+from ..tiers.base import Lease, ObjectMeta, PutItem, Reservation
 from ..transport import send_buffers
 from .conn import BaseSession, Disconnected, check_key
 from .state import NodeState
@@ -50,6 +47,8 @@ __all__ = ["SharedLeases", "Upload", "ValueSession", "slice_buffers"]
 _pack_response = RESPONSE_HEADER.pack
 _DELETE_AFTER_READ, _RANGE, _STORED = Flag.DELETE_AFTER_READ, Flag.RANGE, Flag.STORED
 _REPLACED, _SHARED = Flag.REPLACED, Flag.SHARED
+#: An entry of a MULTI_PUT not yet answered (a small value waiting for its run to be stored).
+_PENDING = RequestError("not stored")
 #: Largest manifest of a striped value a PUT with REPLACED reports.
 _MANIFEST_MAX = 4096
 #: Values up to this size arrive with their header in one read and are stored in one step.
@@ -190,12 +189,35 @@ class ValueSession(BaseSession):
     ) -> ObjectMeta:
         """Store a value that is wholly in memory already with one tier call (what
         :meth:`commit` checks, checked around it)."""
-        self._check_version(map_version, job)
-        epoch = self._epoch(job, key)
-        meta = self.tier.put(job, key, value, checksum=checksum, flags=flags, ttl=ttl)
-        self._check_epoch(job, key, epoch)
-        self.node.waits.stored(job, key)
-        return meta
+        (got,) = self.store_batch(job, [(key, value, checksum, flags)], ttl, map_version)
+        if isinstance(got, PocketError):
+            raise got
+        return got
+
+    def store_batch(
+        self, job: str, items: list[PutItem], ttl: float | None, map_version: int
+    ) -> list[ObjectMeta | PocketError]:
+        """Store values that are wholly in memory already with one tier call for all of them;
+        each item's metadata or error. What :meth:`commit` checks is checked once around the
+        call: a ticket fenced before it refuses every item, and a job deleted while it ran
+        leaves none of them stored."""
+        try:
+            self._check_version(map_version, job)
+            epoch = self._epoch(job, items[0][0])
+        except PocketError as exc:
+            return [exc] * len(items)
+        got = self.tier.put_many(job, items, ttl=ttl)
+        if self.node.job_epochs.get(job) != epoch:
+            for (key, *_), meta in zip(items, got, strict=True):
+                if not isinstance(meta, PocketError):
+                    self.tier.delete(job, key)
+            return [UnknownJobError(f"job {job!r} was deleted while its values were being put")
+                    ] * len(items)  # fmt: skip
+        stored = self.node.waits.stored
+        for (key, *_), meta in zip(items, got, strict=True):
+            if not isinstance(meta, PocketError):
+                stored(job, key)
+        return got
 
     def striped_value(self, job: str, key: str) -> bytes | None:
         """The manifest stored under ``key`` if its value is striped (else None)."""
@@ -302,35 +324,58 @@ class ValueSession(BaseSession):
             raise UnknownJobError(f"job {job!r} was deleted while {key!r} was being put")
 
     def _multi_put(self, h: RequestHeader, job: str, body: bytes) -> None:
-        results: list[Entry] = []
+        """MULTI_PUT: each entry stored (or refused), answered as one entry of one answer.
+
+        Runs of small values are stored with one tier call each (:meth:`store_batch`); a
+        larger value is reserved, filled and committed on its own, after the run before it,
+        so entries take effect in their order."""
         ttl = h.ttl_ms / 1000 if h.ttl_ms else None
-        for e in decode_entries(body):
+        entries = decode_entries(body)
+        outcomes: list[ObjectMeta | Exception] = []
+        replaced: dict[int, bytes] = {}  # entry -> the striped manifest it replaced
+        run: list[PutItem] = []  # small values not yet stored
+        run_at: list[int] = []  # their entries
+        for i, e in enumerate(entries):
+            outcomes.append(_PENDING)
             try:
                 key = e.key.decode("utf-8")
                 check_key(key)
                 if e.flags & Flag.PERSIST and not self.node.persists:
                     raise RequestError("this node has no persist tier (start it with --persist)")
-                replaced = self.striped_value(job, key) if e.flags & _REPLACED else None
+                if e.flags & _REPLACED:
+                    manifest = self.striped_value(job, key)
+                    if manifest is not None:
+                        replaced[i] = manifest
                 if len(e.value) <= _SMALL_VALUE:
-                    meta = self.store_small(
-                        job, key, e.value, checksum=e.checksum, flags=e.flags & _STORED,
-                        ttl=ttl, map_version=h.map_version,
-                    )  # fmt: skip
-                else:
-                    res = self.tier.reserve(len(e.value))
-                    res.fill(e.value)
-                    meta = self.commit(
-                        res, job, key, checksum=e.checksum, flags=e.flags & _STORED, ttl=ttl,
-                        map_version=h.map_version,
-                    )  # fmt: skip
-                if replaced is not None:  # as for PUT: the manifest it replaced, for its chunks
-                    results.append(Entry(e.key, replaced, 0, Flag.STRIPED, meta.version))
-                else:
-                    results.append(Entry(e.key, b"", 0, 0, meta.version))
+                    run.append((key, e.value, e.checksum, e.flags & _STORED))
+                    run_at.append(i)
+                    continue
+                if run:  # (what came before is stored first)
+                    for j, got in zip(run_at, self.store_batch(job, run, ttl, h.map_version),
+                                      strict=True):  # fmt: skip
+                        outcomes[j] = got
+                    run, run_at = [], []
+                res = self.tier.reserve(len(e.value))
+                res.fill(e.value)
+                outcomes[i] = self.commit(
+                    res, job, key, checksum=e.checksum, flags=e.flags & _STORED, ttl=ttl,
+                    map_version=h.map_version,
+                )  # fmt: skip
             except (PocketError, UnicodeDecodeError) as exc:
-                results.append(error_entry(e.key, exc))
+                outcomes[i] = exc
+        if run:
+            for j, got in zip(run_at, self.store_batch(job, run, ttl, h.map_version), strict=True):
+                outcomes[j] = got
+        out = EntryWriter()
+        for i, (e, outcome) in enumerate(zip(entries, outcomes, strict=True)):
+            if isinstance(outcome, Exception):
+                out.add_error(e.key, outcome)
+            elif i in replaced:  # as for PUT: the manifest it replaced, for its chunks
+                out.add(e.key, replaced[i], 0, Flag.STRIPED, outcome.version)
+            else:
+                out.add(e.key, b"", 0, 0, outcome.version)
         self.count(len(body), 0)
-        self._reply_parts(h.request_id, encode_entries(results))
+        self._reply_parts(h.request_id, out.finish())
 
     def _multi_get(
         self, h: RequestHeader, job: str, body: bytes, share: SharedLeases | None = None

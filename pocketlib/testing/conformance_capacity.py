@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ..errors import CapacityError
+from ..protocol import checksum
 from ..tiers.base import TierDriver
 from .conformance_kit import JOB, OTHER_JOB, TierChecks, random_value
 
@@ -103,3 +104,16 @@ class CapacityChecks(TierChecks):
             big = random_value(len(stored) * size, 7)
             tier.put(JOB, "big", big)
             assert tier.get(JOB, "big") == big
+
+    def test_put_many_refuses_only_the_items_that_do_not_fit(self) -> None:
+        with self.make_tier(self.small_capacity) as tier:
+            small, too_big = random_value(1000, 1), random_value(tier.capacity + 1, 2)
+            got = tier.put_many(JOB, [("a", small, checksum(small), 0),
+                                      ("big", too_big, checksum(too_big), 0),
+                                      ("b", small, checksum(small), 0)])  # fmt: skip
+            assert isinstance(got[1], CapacityError)
+            assert not isinstance(got[0], Exception)
+            assert not isinstance(got[2], Exception)
+            assert tier.get(JOB, "a") == small
+            assert tier.get(JOB, "b") == small
+            assert not tier.exists(JOB, "big")

@@ -110,3 +110,15 @@ class WriteChecks(TierChecks):
         assert stats.used == charged
         assert tier.delete(JOB, "joined")
         assert tier.stats().used == 0
+
+    # -- batches ------------------------------------------------------------------------------
+    def test_put_many_stores_each_item_in_order(self, tier: TierDriver) -> None:
+        a, b, c = random_value(100, 31), random_value(700, 32), random_value(50, 33)
+        got = tier.put_many(JOB, [("a", a, checksum(a), 0), ("b", b, checksum(b), 0),
+                                  ("a", c, checksum(c), 0)])  # fmt: skip
+        assert all(not isinstance(m, Exception) for m in got)
+        assert [m.size for m in got] == [100, 700, 50]  # type: ignore[union-attr]
+        assert tier.get(JOB, "a") == c  # the later item of a key wins
+        assert tier.get(JOB, "b") == b
+        assert tier.stat(JOB, "b").checksum == checksum(b)
+        assert tier.stats().objects == 2

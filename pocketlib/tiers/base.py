@@ -49,6 +49,10 @@ class Capabilities:
     zero_copy: bool = False
 
 
+#: One value of a batch put: key, value, checksum, flags.
+PutItem = tuple[str, "bytes | bytearray | memoryview", int, int]
+
+
 class ObjectMeta(NamedTuple):
     """What a node knows about a stored object (a tuple: built on every put)."""
 
@@ -176,6 +180,23 @@ class TierDriver(abc.ABC):
     @abc.abstractmethod
     def join(self, parts: list[Reservation]) -> Reservation:
         """One reservation made of filled ``parts`` in order (a streamed value's chunks)."""
+
+    def put_many(
+        self, job: str, items: Sequence[PutItem], *, ttl: float | None = None
+    ) -> list[ObjectMeta | PocketError]:
+        """:meth:`put` of each ``(key, value, checksum, flags)``, in order: the stored
+        object's metadata, or the error that refused that item (a full tier refuses one item,
+        not the batch).
+
+        A driver may store the whole batch in one step (one lock, one pass over its index).
+        """
+        out: list[ObjectMeta | PocketError] = []
+        for key, data, value_checksum, flags in items:
+            try:
+                out.append(self.put(job, key, data, checksum=value_checksum, flags=flags, ttl=ttl))
+            except PocketError as exc:
+                out.append(exc)
+        return out
 
     # -- read path ----------------------------------------------------------------------------
     @abc.abstractmethod

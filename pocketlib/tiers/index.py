@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import CapacityError, NotFoundError, PocketError
+from ..protocol import Buffer
 from ..protocol import checksum as value_checksum
-from .base import Lease, ObjectMeta, Reservation, TierDriver, TierStats
+from .base import Lease, ObjectMeta, PutItem, Reservation, TierDriver, TierStats
 from .objindex import Entry, IndexAnswers, ObjectIndex
 
 __all__ = ["IndexedTier"]
@@ -137,12 +138,35 @@ class IndexedTier(IndexAnswers, TierDriver):
         now = time.time()
         with self._lock:
             loc, charged = self._take_space(nbytes)
-            bufs = self._medium_buffers(loc, nbytes, True)
-            if len(bufs) == 1:
-                bufs[0][:] = data
-            else:
-                Reservation(nbytes, bufs, charged).fill(data)
+            self._medium_write(loc, nbytes, data)
             return self._publish(job, key, loc, nbytes, charged, checksum, flags, now, ttl)
+
+    def put_many(
+        self, job: str, items: Sequence[PutItem], *, ttl: float | None = None
+    ) -> list[ObjectMeta | PocketError]:
+        """:meth:`put` of each item under one hold of the lock."""
+        out: list[ObjectMeta | PocketError] = []
+        append = out.append
+        now = time.time()
+        with self._lock:
+            for key, data, checksum, flags in items:
+                nbytes = len(data)
+                try:
+                    loc, charged = self._take_space(nbytes)
+                except CapacityError as exc:
+                    append(exc)
+                    continue
+                self._medium_write(loc, nbytes, data)
+                append(self._publish(job, key, loc, nbytes, charged, checksum, flags, now, ttl))
+        return out
+
+    def _medium_write(self, loc: Any, nbytes: int, data: Buffer) -> None:
+        """Copy ``data`` into fresh space at ``loc`` (lock held)."""
+        bufs = self._medium_buffers(loc, nbytes, True)
+        if len(bufs) == 1:
+            bufs[0][:] = data
+        else:
+            Reservation(nbytes, bufs, 0).fill(data)
 
     def _publish(
         self,
