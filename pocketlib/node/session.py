@@ -47,7 +47,7 @@ from ..protocol import (
     unpack_request,
 )
 from ..tiers.base import ObjectMeta
-from . import objects
+from . import batches, objects
 from .conn import OP_NAMES, Disconnected, check_key
 from .shared import SharedSession
 from .state import NodeState
@@ -164,9 +164,9 @@ class Session(ValueSession):
                 if h.flags & _SHARED:  # a co-located client: large values by extents
                     self.shared.multi_get(h, job, body)
                 else:
-                    self._multi_get(h, job, body)
+                    batches.multi_get(self, h, job, body)
             elif op == _MULTI_PUT:
-                self._multi_put(h, job, body)
+                batches.multi_put(self, h, job, body)
             elif op == _STREAM_PUT:
                 self._stream_put(h, job, key)
             elif op == _GET_RANGES:

@@ -22,7 +22,8 @@ from ..protocol import MAGIC, RESPONSE_HEADER, VERSION, Flag, Op, RequestHeader,
 from ..tiers.base import Lease, Reservation
 from ..tiers.mapped import MappedTier
 from ..transport import boot_id
-from .values import SharedLeases, ValueSession
+from .batches import SharedLeases, multi_get
+from .values import ValueSession
 
 __all__ = ["SharedSession"]
 
@@ -124,7 +125,7 @@ class SharedSession:
         tier is not in shared memory (the client then finds no SHARED entry)."""
         s = self.session
         mapped = isinstance(s.tier, MappedTier) and s.tier.shared_path is not None
-        s._multi_get(h, job, body, self._share if mapped else None)
+        multi_get(s, h, job, body, self._share if mapped else None)
 
     def _hold(self, request_id: int, leases: list[Lease]) -> None:
         old = self.held.pop(request_id, None)

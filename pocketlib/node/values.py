@@ -1,24 +1,18 @@
-"""The value-moving half of a storage node's session: GET, PUT, streamed puts and batches.
+"""The value-moving half of a storage node's session: GET, PUT and streamed puts.
 
 Values are received straight into the tier's memory and sent straight out of it; small values
 (which arrive in the same read as their header) are stored with one tier call. A put commits
 only once every byte arrived, and only if its job was not deleted nor its ticket fenced
 meanwhile (:meth:`ValueSession.commit`); a connection that breaks mid-put gives back what it
-reserved.
+reserved. Values already in memory (a small PUT, a MULTI_PUT's runs) are stored with
+:meth:`ValueSession.store_batch`.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..bodies import (
-    EntryWriter,
-    decode_entries,
-    decode_keys,
-    encode_extents,
-)
 from ..errors import (
     ConflictError,
     NotFoundError,
@@ -37,32 +31,21 @@ from ..protocol import (
     RequestHeader,
     encode_response,
 )
-from ..tiers.base import Lease, ObjectMeta, PutItem, Reservation
+from ..tiers.base import ObjectMeta, PutItem, Reservation
 from ..transport import send_buffers
 from .conn import BaseSession, Disconnected, check_key
 from .state import NodeState
 
-__all__ = ["SharedLeases", "Upload", "ValueSession", "slice_buffers"]
+__all__ = ["SMALL_VALUE", "Upload", "ValueSession", "slice_buffers"]
 
 _pack_response = RESPONSE_HEADER.pack
 _DELETE_AFTER_READ, _RANGE, _STORED = Flag.DELETE_AFTER_READ, Flag.RANGE, Flag.STORED
-_REPLACED, _SHARED = Flag.REPLACED, Flag.SHARED
-#: An entry of a MULTI_PUT not yet answered (a small value waiting for its run to be stored).
-_PENDING = RequestError("not stored")
+_REPLACED = Flag.REPLACED
 #: Largest manifest of a striped value a PUT with REPLACED reports.
 _MANIFEST_MAX = 4096
 #: Values up to this size arrive with their header in one read and are stored in one step.
-_SMALL_VALUE = 16 * 1024
+SMALL_VALUE = 16 * 1024
 _JOIN_LIMIT = 16 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class SharedLeases:
-    """How a MULTI_GET from a client that maps the tier shares values: those above ``above``
-    bytes by extents, their leases handed to ``hold(request_id, leases)``."""
-
-    above: int
-    hold: Callable[[int, list[Lease]], None]
 
 
 @dataclass
@@ -91,7 +74,7 @@ class ValueSession(BaseSession):
         flags = h.flags
         take = bool(flags & _DELETE_AFTER_READ)
         if not flags & _RANGE:
-            small = self.tier.read_small(job, key, _SMALL_VALUE, take=take)
+            small = self.tier.read_small(job, key, SMALL_VALUE, take=take)
             if small is not None:  # copied out in one step: one small send, nothing to release
                 meta, data = small
                 head = _pack_response(
@@ -139,7 +122,7 @@ class ValueSession(BaseSession):
         check_key(key)
         ttl = h.ttl_ms / 1000 if h.ttl_ms else None
         replaced = self.striped_value(job, key) if h.flags & _REPLACED else None
-        if h.length <= _SMALL_VALUE:
+        if h.length <= SMALL_VALUE:
             # Small values are in the read buffer already: one copy, one tier call.
             value = rfile.read(h.length)
             if len(value) != h.length:
@@ -322,125 +305,6 @@ class ValueSession(BaseSession):
         if self.node.job_epochs.get(job) != epoch:
             self.tier.delete(job, key)
             raise UnknownJobError(f"job {job!r} was deleted while {key!r} was being put")
-
-    def _multi_put(self, h: RequestHeader, job: str, body: bytes) -> None:
-        """MULTI_PUT: each entry stored (or refused), answered as one entry of one answer.
-
-        Runs of small values are stored with one tier call each (:meth:`store_batch`); a
-        larger value is reserved, filled and committed on its own, after the run before it,
-        so entries take effect in their order."""
-        ttl = h.ttl_ms / 1000 if h.ttl_ms else None
-        entries = decode_entries(body)
-        outcomes: list[ObjectMeta | Exception] = []
-        replaced: dict[int, bytes] = {}  # entry -> the striped manifest it replaced
-        run: list[PutItem] = []  # small values not yet stored
-        run_at: list[int] = []  # their entries
-        for i, e in enumerate(entries):
-            outcomes.append(_PENDING)
-            try:
-                key = e.key.decode("utf-8")
-                check_key(key)
-                if e.flags & Flag.PERSIST and not self.node.persists:
-                    raise RequestError("this node has no persist tier (start it with --persist)")
-                if e.flags & _REPLACED:
-                    manifest = self.striped_value(job, key)
-                    if manifest is not None:
-                        replaced[i] = manifest
-                if len(e.value) <= _SMALL_VALUE:
-                    run.append((key, e.value, e.checksum, e.flags & _STORED))
-                    run_at.append(i)
-                    continue
-                if run:  # (what came before is stored first)
-                    for j, got in zip(run_at, self.store_batch(job, run, ttl, h.map_version),
-                                      strict=True):  # fmt: skip
-                        outcomes[j] = got
-                    run, run_at = [], []
-                res = self.tier.reserve(len(e.value))
-                res.fill(e.value)
-                outcomes[i] = self.commit(
-                    res, job, key, checksum=e.checksum, flags=e.flags & _STORED, ttl=ttl,
-                    map_version=h.map_version,
-                )  # fmt: skip
-            except (PocketError, UnicodeDecodeError) as exc:
-                outcomes[i] = exc
-        if run:
-            for j, got in zip(run_at, self.store_batch(job, run, ttl, h.map_version), strict=True):
-                outcomes[j] = got
-        out = EntryWriter()
-        for i, (e, outcome) in enumerate(zip(entries, outcomes, strict=True)):
-            if isinstance(outcome, Exception):
-                out.add_error(e.key, outcome)
-            elif i in replaced:  # as for PUT: the manifest it replaced, for its chunks
-                out.add(e.key, replaced[i], 0, Flag.STRIPED, outcome.version)
-            else:
-                out.add(e.key, b"", 0, 0, outcome.version)
-        self.count(len(body), 0)
-        self._reply_parts(h.request_id, out.finish())
-
-    def _multi_get(
-        self, h: RequestHeader, job: str, body: bytes, share: SharedLeases | None = None
-    ) -> None:
-        """MULTI_GET: each key's value, or its error, as one entry of one answer.
-
-        Small values are copied out in one tier call for the whole batch; larger ones are
-        leased and sent from the tier's memory. With ``share`` (a client that maps this
-        node's tier), values above ``share.above`` are answered as their extents in the
-        mapping (entry flag SHARED) and stay leased, under the request's id, until the
-        client's SHM_RELEASE of it.
-        """
-        take = bool(h.flags & Flag.DELETE_AFTER_READ)
-        tier = self.tier
-        out = EntryWriter()
-        raws: list[bytes] = []
-        keys: list[str] = []
-        for raw in decode_keys(body):
-            try:
-                key = raw.decode("utf-8")
-                check_key(key)
-            except (PocketError, UnicodeDecodeError) as exc:
-                out.add_error(raw, exc)
-                continue
-            raws.append(raw)
-            keys.append(key)
-        leases: list[Lease] = []
-        kept: list[Lease] = []
-        size = 0
-        try:
-            copies = tier.read_many(job, keys, _SMALL_VALUE, take=take)
-            for raw, key, got in zip(raws, keys, copies, strict=True):
-                if got is None:  # too large to copy: leased, and sent from the tier's memory
-                    try:
-                        lease = tier.lease(job, key, take=take)
-                    except PocketError as exc:
-                        got = exc
-                if isinstance(got, PocketError):
-                    if type(got) is NotFoundError and self.stale(h, job):
-                        got = self.stale_error(h.map_version, job, "a miss")
-                    out.add_error(raw, got)
-                    continue
-                if got is not None:
-                    meta, data = got
-                    size += meta.size
-                    out.add(raw, data, 0, meta.flags, meta.checksum)
-                    continue
-                meta = lease.meta
-                size += meta.size
-                if share is not None and meta.size > share.above:
-                    kept.append(lease)
-                    extents = encode_extents(lease.loc)
-                    out.add(raw, extents, 0, meta.flags | _SHARED, meta.checksum)
-                    continue
-                leases.append(lease)
-                value = lease.buffers[0] if len(lease.buffers) == 1 else lease.tobytes()
-                out.add(raw, value, 0, meta.flags, meta.checksum)
-            self._reply_parts(h.request_id, out.finish())
-            if kept and share is not None:  # the client's now, until it releases them
-                share.hold(h.request_id, kept)
-                kept = []
-        finally:
-            for lease in leases + kept:
-                lease.release()
-        self.count(0, size)
 
 
 def slice_buffers(buffers: list[memoryview], start: int, length: int) -> list[memoryview]:
