@@ -53,6 +53,13 @@ def multi_put(session: ValueSession, h: RequestHeader, job: str, body: bytes) ->
     replaced: dict[int, bytes] = {}  # entry -> the striped manifest it replaced
     run: list[PutItem] = []  # small values not yet stored
     run_at: list[int] = []  # their entries
+
+    def store_run() -> None:
+        for j, got in zip(run_at, session.store_batch(job, run, ttl, h.map_version), strict=True):
+            outcomes[j] = got
+        run.clear()
+        run_at.clear()
+
     for i, e in enumerate(entries):
         outcomes.append(_PENDING)
         try:
@@ -69,10 +76,7 @@ def multi_put(session: ValueSession, h: RequestHeader, job: str, body: bytes) ->
                 run_at.append(i)
                 continue
             if run:  # (what came before is stored first)
-                for j, got in zip(run_at, session.store_batch(job, run, ttl, h.map_version),
-                                  strict=True):  # fmt: skip
-                    outcomes[j] = got
-                run, run_at = [], []
+                store_run()
             res = session.tier.reserve(len(e.value))
             res.fill(e.value)
             outcomes[i] = session.commit(
@@ -82,8 +86,7 @@ def multi_put(session: ValueSession, h: RequestHeader, job: str, body: bytes) ->
         except (PocketError, UnicodeDecodeError) as exc:
             outcomes[i] = exc
     if run:
-        for j, got in zip(run_at, session.store_batch(job, run, ttl, h.map_version), strict=True):
-            outcomes[j] = got
+        store_run()
     out = EntryWriter()
     for i, (e, outcome) in enumerate(zip(entries, outcomes, strict=True)):
         if isinstance(outcome, Exception):

@@ -15,6 +15,7 @@ anyway; jobs still need their token for every request, as on the TCP path.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..bodies import encode_extents, encode_json
 from ..errors import RequestError
@@ -23,7 +24,9 @@ from ..tiers.base import Lease, Reservation
 from ..tiers.mapped import MappedTier
 from ..transport import boot_id
 from .batches import SharedLeases, multi_get
-from .values import ValueSession
+
+if TYPE_CHECKING:
+    from .values import ValueSession
 
 __all__ = ["SharedSession"]
 

@@ -134,39 +134,37 @@ class IndexedTier(IndexAnswers, TierDriver):
         """Reserve, copy and commit under one lock: the path of small values."""
         if checksum is None:
             checksum = value_checksum(data)
-        nbytes = len(data)
         now = time.time()
         with self._lock:
-            loc, charged = self._take_space(nbytes)
-            self._medium_write(loc, nbytes, data)
-            return self._publish(job, key, loc, nbytes, charged, checksum, flags, now, ttl)
+            return self._store(job, key, data, checksum, flags, now, ttl)
 
     def put_many(
         self, job: str, items: Sequence[PutItem], *, ttl: float | None = None
     ) -> list[ObjectMeta | PocketError]:
         """:meth:`put` of each item under one hold of the lock."""
         out: list[ObjectMeta | PocketError] = []
-        append = out.append
         now = time.time()
         with self._lock:
             for key, data, checksum, flags in items:
-                nbytes = len(data)
                 try:
-                    loc, charged = self._take_space(nbytes)
+                    out.append(self._store(job, key, data, checksum, flags, now, ttl))
                 except CapacityError as exc:
-                    append(exc)
-                    continue
-                self._medium_write(loc, nbytes, data)
-                append(self._publish(job, key, loc, nbytes, charged, checksum, flags, now, ttl))
+                    out.append(exc)
         return out
 
-    def _medium_write(self, loc: Any, nbytes: int, data: Buffer) -> None:
-        """Copy ``data`` into fresh space at ``loc`` (lock held)."""
+    def _store(
+        self, job: str, key: str, data: Buffer, checksum: int, flags: int, now: float,
+        ttl: float | None,
+    ) -> ObjectMeta:  # fmt: skip
+        """Allocate, copy and publish one value held in memory (lock held)."""
+        nbytes = len(data)
+        loc, charged = self._take_space(nbytes)
         bufs = self._medium_buffers(loc, nbytes, True)
         if len(bufs) == 1:
             bufs[0][:] = data
         else:
-            Reservation(nbytes, bufs, 0).fill(data)
+            Reservation(nbytes, bufs, charged).fill(data)
+        return self._publish(job, key, loc, nbytes, charged, checksum, flags, now, ttl)
 
     def _publish(
         self,
@@ -225,38 +223,34 @@ class IndexedTier(IndexAnswers, TierDriver):
     ) -> tuple[ObjectMeta, bytes] | None:
         """Copy a small value out under the lock: no lease to take and give back."""
         with self._lock:
-            stored = self._index.find(job, key)
-            meta = stored.meta
-            if meta.size > limit:
-                return None
-            data = self._medium_bytes(stored.loc, meta.size)
-            if take:
-                self._index.remove(job, key)
-        return meta, data
+            return self._copy_small(job, key, limit, take)
 
     def read_many(
         self, job: str, keys: Sequence[str], limit: int, *, take: bool = False
     ) -> list[tuple[ObjectMeta, bytes] | PocketError | None]:
         """:meth:`read_small` of each key under one hold of the lock (a batch of small values
-        costs a third of one read_small per key)."""
+        costs about half of one read_small per key)."""
         out: list[tuple[ObjectMeta, bytes] | PocketError | None] = []
-        append = out.append
-        index = self._index
         with self._lock:
             for key in keys:
                 try:
-                    stored = index.find(job, key)
+                    out.append(self._copy_small(job, key, limit, take))
                 except NotFoundError as exc:
-                    append(exc)
-                    continue
-                meta = stored.meta
-                if meta.size > limit:
-                    append(None)
-                    continue
-                append((meta, self._medium_bytes(stored.loc, meta.size)))
-                if take:
-                    index.remove(job, key)
+                    out.append(exc)
         return out
+
+    def _copy_small(
+        self, job: str, key: str, limit: int, take: bool
+    ) -> tuple[ObjectMeta, bytes] | None:
+        """:meth:`read_small`'s work (lock held)."""
+        stored = self._index.find(job, key)
+        meta = stored.meta
+        if meta.size > limit:
+            return None
+        data = self._medium_bytes(stored.loc, meta.size)
+        if take:
+            self._index.remove(job, key)
+        return meta, data
 
     def _medium_bytes(self, loc: Any, nbytes: int) -> bytes:
         """A copy of the value at ``loc`` (lock held)."""
