@@ -252,9 +252,9 @@ def test_a_multi_put_takes_effect_in_entry_order(job: pocketlib.Job) -> None:
     node = job.router.nodes[0]
 
     def multi_put(values: list[bytes]) -> list[Entry]:
-        entries = [Entry(b"k", v, 0, 0, checksum(v)) for v in values]
+        items: list[batch.Item] = [(b"k", v, 0) for v in values]
         return batch.pipeline(job.client.pools[node], Op.MULTI_PUT, job._job,
-                              job._tokens[node], batch._batches(entries))  # fmt: skip
+                              job._tokens[node], batch._frames(items))  # fmt: skip
 
     answers = multi_put([small1, large, small2])
     assert [a.status for a in answers] == [0, 0, 0]

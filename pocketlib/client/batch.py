@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..bodies import Entry, decode_entries, encode_entries, encode_keys
+from ..bodies import Entry, EntryWriter, decode_entries, encode_keys
 from ..connection import Connection, NodePool
 from ..errors import (
     ChecksumError,
@@ -38,11 +38,14 @@ __all__ = ["BATCH_BYTES", "BATCH_KEYS", "WINDOW", "get_many", "pipeline", "put_m
 
 #: Bounds of one MULTI-PUT / MULTI-GET frame, and frames in flight per connection.
 BATCH_BYTES = 4 * 1024 * 1024
-BATCH_KEYS = 1000
+BATCH_KEYS = 256
 WINDOW = 8
 
 _NOT_FOUND, _STALE = NotFoundError.status, StaleTicketError.status
 _SPECIAL = Flag.LZ4 | Flag.STRIPED
+
+#: A value to put, as sent: raw key, bytes, entry flags.
+Item = tuple[bytes, Buffer, int]
 
 
 def put_many(
@@ -50,20 +53,18 @@ def put_many(
 ) -> None:
     """Store ``items`` for ``job``, batched per node; the first error once every item was
     tried (items that succeeded stay stored)."""
-    per_node: dict[str, list[Entry]] = defaultdict(list)
-    large: list[tuple[str, Entry]] = []
+    per_node: dict[str, list[Item]] = defaultdict(list)
+    large: list[tuple[str, Item]] = []
     # Where striped values may exist, each put asks for the manifest it replaces (see put()).
     replacing = Flag.REPLACED if job._may_stripe else 0
     for key, data in items.items():
         node, raw, view, flags = job._encode(key, data, compress, persist)
         if len(view) > job._stripe_above:  # striped: no one node
-            large.append(("", Entry(raw, view, 0, flags)))
-            continue
-        entry = Entry(raw, view, 0, flags | replacing, checksum(view))
-        if len(view) > BATCH_BYTES:  # a value larger than a batch travels alone
-            large.append((node, entry))
+            large.append(("", (raw, view, flags)))
+        elif len(view) > BATCH_BYTES:  # a value larger than a batch travels alone
+            large.append((node, (raw, view, flags | replacing)))
         else:
-            per_node[node].append(entry)
+            per_node[node].append((raw, view, flags | replacing))
     first_error: PocketError | None = None
     stored: list[bytes] = []  # keys whose new value is in
     for node, entries in per_node.items():
@@ -73,7 +74,7 @@ def put_many(
                 Op.MULTI_PUT,
                 job._job,
                 job._tokens[node],
-                _batches(entries),
+                _frames(entries),
                 ttl_ms=ttl_ms,
                 map_version=job._version,
             ):
@@ -86,16 +87,16 @@ def put_many(
                     stripes.drop_chunks(job, result.key, result.value)
         except PocketError as exc:  # this node failed; the others still get their items
             first_error = first_error or exc
-    for node, e in large:
+    for node, (raw, view, flags) in large:
         try:
             if not node:
-                stripes.put(job, e.key, e.value, e.flags, ttl_ms)
-                stored.append(e.key)
+                stripes.put(job, raw, view, flags, ttl_ms)
+                stored.append(raw)
                 continue
-            old = job._put_at(node, e.key, e.value, e.flags, ttl_ms, e.checksum)
-            stored.append(e.key)
+            old = job._put_at(node, raw, view, flags, ttl_ms)
+            stored.append(raw)
             if old is not None:
-                stripes.drop_chunks(job, e.key, old)
+                stripes.drop_chunks(job, raw, old)
         except PocketError as exc:
             first_error = first_error or exc
     if not job._single:  # as put(): no older copy of a key that was stored may stay
@@ -246,18 +247,22 @@ def pipeline(
     return results
 
 
-def _batches(entries: list[Entry]) -> Iterator[list[Buffer]]:
-    """MULTI_PUT bodies of at most BATCH_KEYS entries or BATCH_BYTES of values each."""
-    batch: list[Entry] = []
-    size = 0
-    for e in entries:
-        if batch and (len(batch) == BATCH_KEYS or size + len(e.value) > BATCH_BYTES):
-            yield encode_entries(batch)
-            batch, size = [], 0
-        batch.append(e)
-        size += len(e.value)
-    if batch:
-        yield encode_entries(batch)
+def _frames(items: list[Item]) -> Iterator[list[Buffer]]:
+    """MULTI_PUT bodies of at most BATCH_KEYS entries or BATCH_BYTES of values each.
+
+    A body is encoded (its values hashed) only when the pipeline is about to send it, so
+    the client encodes one frame while the node stores the one before."""
+    out, keys, size = EntryWriter(), 0, 0
+    for raw, view, flags in items:
+        n = len(view)
+        if keys and (keys == BATCH_KEYS or size + n > BATCH_BYTES):
+            yield out.finish()
+            out, keys, size = EntryWriter(), 0, 0
+        out.add(raw, view, 0, flags, checksum(view))
+        keys += 1
+        size += n
+    if keys:
+        yield out.finish()
 
 
 def _check_values(
