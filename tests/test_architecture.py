@@ -32,7 +32,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 #: The bottom floor: modules every room may use, which import nothing of pocketlib above them.
 BOTTOM = (
     "errors", "config", "version", "protocol", "bodies", "frames", "transport", "connection",
-    "rpc", "auth", "ticket",
+    "rpc", "auth", "ticket", "heap",
 )  # fmt: skip
 #: What the bottom floor may import besides itself: routing is pure (a ticket carries maps).
 BOTTOM_MAY_IMPORT = (*BOTTOM, "routing")

@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
+from .. import heap
 from ..bodies import decode_json
 from ..config import Address, Timeouts
 from ..connection import Connection, Deadline, NodePool
@@ -69,6 +70,7 @@ class ClientCalls:
             controller, nodes = nodes, ()
         if not nodes and controller is None:
             raise RequestError("a client needs node addresses or a controller address")
+        heap.tune()  # values arrive in fresh buffers: freed ones are kept for the next
         self.timeouts = timeouts or Timeouts()
         self.controller = str(Address.parse(controller)) if controller is not None else None
         self._control: JsonChannel | None = None

@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from .. import heap
 from ..config import Address
 from ..tiers.base import TierDriver
 from ..transport import shut_down, tune_socket
@@ -69,6 +70,7 @@ class StorageNode(NodeState):
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> StorageNode:
         """Accept and serve connections from background threads."""
+        heap.tune()  # frames arrive in fresh buffers: freed ones are kept for the next
         for target in (self._accept_loop, self._reap_loop):
             t = threading.Thread(target=target, name=f"pocket-node-{target.__name__}", daemon=True)
             t.start()
