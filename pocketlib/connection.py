@@ -41,7 +41,7 @@ from .transport import (
     tune_socket,
 )
 
-__all__ = ["Connection", "Deadline", "NodePool"]
+__all__ = ["OUT_OF_STEP", "Connection", "Deadline", "NodePool"]
 
 T = TypeVar("T")
 
@@ -49,7 +49,10 @@ _READ_BUFFER = 256 * 1024
 #: How far past a deadline a call may run (socket timeouts are reset only when they drift by
 #: more): the margin a serverless handler keeps before its invocation's end absorbs it.
 DEADLINE_SLACK = 0.05
-_CONNECTION_ENDING = (TransportError, ProtocolError, InvalidKeyError)
+#: Errors after which a connection is out of step with its node (the node hangs up after a
+#: frame it cannot parse): it is dropped. After any other error the node answered, and the
+#: connection may serve the next request.
+OUT_OF_STEP = (TransportError, ProtocolError, InvalidKeyError)
 _DRAIN_CHUNK = 1 << 20
 
 
@@ -253,7 +256,7 @@ class NodePool:
         """After ``exc`` broke an exchange: keep ``conn`` only if it is still in step."""
         # The node hangs up after a frame it cannot parse (ProtocolError, VersionError,
         # InvalidKeyError); other errors it answers and keeps serving the connection.
-        if isinstance(exc, PocketError) and not isinstance(exc, _CONNECTION_ENDING):
+        if isinstance(exc, PocketError) and not isinstance(exc, OUT_OF_STEP):
             self.release(conn)  # the node answered with an error: still in step
         else:
             conn.close()

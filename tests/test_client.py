@@ -245,7 +245,7 @@ def test_a_multi_put_takes_effect_in_entry_order(job: pocketlib.Job) -> None:
     one key, small and large mixed, still leave the last one stored, and each answer is
     that entry's."""
     from pocketlib.bodies import Entry
-    from pocketlib.client import batch
+    from pocketlib.client import batch, pipeline
     from pocketlib.protocol import Op
 
     small1, large, small2 = b"s" * 10, os.urandom(64 * 1024), b"t" * 20
@@ -253,7 +253,7 @@ def test_a_multi_put_takes_effect_in_entry_order(job: pocketlib.Job) -> None:
 
     def multi_put(values: list[bytes]) -> list[Entry]:
         items: list[batch.Item] = [(b"k", v, 0) for v in values]
-        return batch.pipeline(job.client.pools[node], Op.MULTI_PUT, job._job,
+        return pipeline.pipeline(job.client.pools[node], Op.MULTI_PUT, job._job,
                               job._tokens[node], batch._frames(items))  # fmt: skip
 
     answers = multi_put([small1, large, small2])

@@ -12,6 +12,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -560,3 +561,56 @@ def test_put_many_tries_every_item_before_raising(two_nodes: list[NodeProcess]) 
             assert job.get_many(on_second) == {k: b"s" for k in on_second}
         finally:
             job.purge()
+
+
+def test_a_batch_over_two_nodes_keeps_both_at_work_at_once(
+    two_nodes: list[NodeProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """put_many and get_many send every node its first frames before reading any answer, so
+    the nodes store and read their shares at the same time, not one after the other."""
+    from pocketlib.client.batch import BATCH_KEYS
+    from pocketlib.connection import Connection
+
+    addresses = [str(n.address) for n in two_nodes]
+    events: list[tuple[str, str]] = []
+    send, read_header = Connection.send, Connection.read_header
+
+    def logged_send(self: Connection, parts: Any) -> None:
+        events.append(("send", self.peer))
+        send(self, parts)
+
+    def logged_read(self: Connection, rid: int) -> Any:
+        events.append(("read", self.peer))
+        return read_header(self, rid)
+
+    with pocketlib.connect(addresses, job="both-at-once") as job:
+        try:
+            items = {f"k{i}": str(i).encode() for i in range(6 * BATCH_KEYS)}  # frames each
+            job.put_many(items)
+            assert job.get_many(list(items)) == items  # (what is asked of a node once, asked)
+            monkeypatch.setattr(Connection, "send", logged_send)
+            monkeypatch.setattr(Connection, "read_header", logged_read)
+            for run in (lambda: job.put_many(items), lambda: job.get_many(list(items))):
+                events.clear()
+                run()
+                first_read = events.index(next(e for e in events if e[0] == "read"))
+                sent_before = [peer for kind, peer in events[:first_read] if kind == "send"]
+                assert set(sent_before) == set(addresses), events[:first_read]
+                assert max(Counter(sent_before).values()) > 1  # a window, not a frame each
+            monkeypatch.undo()
+        finally:
+            job.purge()
+
+
+def test_a_batch_over_two_nodes_stores_one_nodes_share_when_the_other_is_gone() -> None:
+    with NodeProcess("dram", "16MiB") as alive, NodeProcess("dram", "16MiB") as doomed:
+        addresses = [str(alive.address), str(doomed.address)]
+        with pocketlib.connect(addresses, job="one-gone") as job:
+            on_alive = keys_on(job, addresses[0], "a/", 300)
+            on_doomed = keys_on(job, addresses[1], "d/", 300)
+            doomed.kill()
+            items = {k: k.encode() for k in on_alive + on_doomed}
+            with pytest.raises(pocketlib.TransportError):
+                job.put_many(items)
+            # Every item of the node that answers was stored, in its several frames.
+            assert job.get_many(on_alive) == {k: k.encode() for k in on_alive}

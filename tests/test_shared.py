@@ -301,7 +301,8 @@ def test_a_node_without_shared_memory_answers_a_shared_multi_get_inline(
 ) -> None:
     """Flag SHARED on a MULTI_GET is a request, not a demand: an HDD node (no mapping to
     share) answers every value inline, and the client takes them as they come."""
-    from pocketlib.client import batch
+    from pocketlib.bodies import encode_keys
+    from pocketlib.client import pipeline
     from pocketlib.protocol import Op
 
     arena = local_job.client.arena(local_job.router.nodes[0])  # a real arena, of another node
@@ -313,9 +314,9 @@ def test_a_node_without_shared_memory_answers_a_shared_multi_get_inline(
         values = {f"l{i}": os.urandom(300 * 1024) for i in range(2)}
         job.put_many(values)
         node = str(hdd.address)
-        body = [batch.encode_keys([k.encode() for k in values])]
-        got = batch.pipeline(job.client.pools[node], Op.MULTI_GET, job._job, job._tokens[node],
-                             [body], arena=arena)  # fmt: skip
+        body = [encode_keys([k.encode() for k in values])]
+        got = pipeline.pipeline(job.client.pools[node], Op.MULTI_GET, job._job,
+                                job._tokens[node], [body], arena=arena)  # fmt: skip
         assert {e.key.decode(): bytes(e.value) for e in got} == values
         assert job.get("l0") == values["l0"]  # the connection is still in step
         job.purge()

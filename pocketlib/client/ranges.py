@@ -15,16 +15,13 @@ from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..connection import Connection
+from ..connection import OUT_OF_STEP, Connection
 from ..errors import (
     ChecksumError,
     ConflictError,
-    InvalidKeyError,
     NotFoundError,
     PocketError,
-    ProtocolError,
     StaleTicketError,
-    TransportError,
 )
 from ..protocol import Flag, Op, encode_request
 
@@ -138,8 +135,8 @@ def _read(
     except (NotFoundError, StaleTicketError):
         return size  # (answered, so the connection is in step): the caller asks again
     except PocketError as exc:
-        if isinstance(exc, TransportError | ProtocolError | InvalidKeyError):
-            raise  # out of step: the connection is dropped
+        if isinstance(exc, OUT_OF_STEP):
+            raise  # the connection is dropped
         refused.append(exc)
         return size
     if h.flags & _SPECIAL:  # compressed or striped: read elsewhere
