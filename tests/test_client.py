@@ -230,10 +230,12 @@ def test_put_many_get_many(job: pocketlib.Job) -> None:
 
 
 def test_put_many_in_several_batches(job: pocketlib.Job) -> None:
-    # More keys than one frame holds (1,000) and more bytes than one frame holds (4 MiB).
+    # More keys than one frame holds (256), more bytes than one frame holds (1 MiB), and
+    # values larger than a frame, which travel alone.
     many = {f"small/{i:05d}": i.to_bytes(4, "little") for i in range(2500)}
     job.put_many(many)
-    large = {f"large/{i}": os.urandom(MiB + i) for i in range(6)}
+    large = {f"large/{i}": os.urandom(MiB // 2 + i) for i in range(6)}
+    large |= {f"larger/{i}": os.urandom(MiB + i) for i in range(2)}
     job.put_many(large)
     assert job.get_many(many) == many
     assert job.get_many(large) == large

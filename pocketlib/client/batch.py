@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["BATCH_BYTES", "BATCH_KEYS", "Item", "get_many", "put_many"]
 
 #: Bounds of one MULTI-PUT / MULTI-GET frame.
-BATCH_BYTES = 4 * 1024 * 1024
+BATCH_BYTES = 1024 * 1024
 BATCH_KEYS = 256
 
 _NOT_FOUND, _STALE = NotFoundError.status, StaleTicketError.status
