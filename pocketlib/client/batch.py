@@ -2,11 +2,11 @@
 
 :func:`put_many` and :func:`get_many` are :class:`~pocketlib.client.job.Job`'s: they group a job's
 items per node (a large value travels alone, or striped), and a get_many over several
-weight-map versions asks each key's nodes round by round, newest version first. Entries are
-grouped into frames of at most :data:`BATCH_KEYS` keys or :data:`BATCH_BYTES` bytes, sent to
-every node at once and pipelined on one connection per node
-(:mod:`pocketlib.client.pipeline`), so a thousand small puts cost a few round trips, and a
-batch over four nodes about what its largest share costs.
+weight-map versions asks each key's nodes round by round, newest version first. Keys go in
+frames of at most :data:`BATCH_KEYS` (and a MULTI_PUT frame at most :data:`BATCH_BYTES` of
+values), pipelined on one connection per node and sent to every node at once
+(:mod:`pocketlib.client.pipeline`): a thousand small puts cost a few round trips, and the
+nodes of a batch store their shares at the same time.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["BATCH_BYTES", "BATCH_KEYS", "Item", "get_many", "put_many"]
 
-#: Bounds of one MULTI-PUT / MULTI-GET frame.
-BATCH_BYTES = 1024 * 1024
+#: Keys of one MULTI_PUT / MULTI_GET frame, and values of one MULTI_PUT frame (a larger value
+#: travels alone).
 BATCH_KEYS = 256
+BATCH_BYTES = 1024 * 1024
 
 _NOT_FOUND, _STALE = NotFoundError.status, StaleTicketError.status
 _SPECIAL = Flag.LZ4 | Flag.STRIPED
