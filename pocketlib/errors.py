@@ -134,9 +134,12 @@ class StaleTicketError(PocketError):
 
 
 class CapacityError(PocketError):
-    """The tier has no room for the value; nothing stored was evicted to make room."""
+    """The tier has no room for the value; nothing stored was evicted to make room.
+
+    ``node`` is the address of the node that refused, where the client knows it."""
 
     status = 10
+    node: str | None = None
 
 
 class AccessError(PocketError):

@@ -485,3 +485,54 @@ def test_an_overwrite_never_reads_back_the_value_it_replaced() -> None:
         assert job.get_many([key]) == {key: b"newer"}
         job.deregister()
         client.close()
+
+
+def _keys_on(job: pocketlib.Job, node: str, n: int, prefix: str) -> list[str]:
+    keys = (f"{prefix}{i}" for i in itertools.count())
+    return list(itertools.islice((k for k in keys if job.router.write_node(k.encode()) == node), n))
+
+
+def test_a_write_that_finds_its_node_full_moves_the_job_off_it() -> None:
+    """Keys are hashed, so a job close to its capacity can fill one node while another has
+    room. The write that finds its node full names it to the controller, which moves the
+    job's share off it (a new weight map); the write lands elsewhere, and every handle, old
+    tickets included, still reads what the full node holds and what went elsewhere."""
+    with LocalCluster(node_capacity="16MiB", autoscale=False, tick=0.1) as c:
+        client = c.client()
+        job = client.register_job("relieved", JobHints(capacity="32MiB"))
+        full, other = sorted(job.ticket.maps[-1].weights)
+        before = client.attach(job.ticket)  # a handle that will not refresh on its own
+        value = bytes(128 * 1024)
+        filling = _keys_on(job, full, 128, "f")  # 128 x 128 KiB: the node's 16 MiB
+        job.put_many({k: value for k in filling})
+        late = _keys_on(job, full, 1, "late")[0]
+        job.put(late, value)  # refused by the full node; the job moves; stored elsewhere
+        newest = job.ticket.maps[-1].weights
+        assert full not in newest, dict(newest)
+        assert other in newest, dict(newest)
+        assert job.router.write_node(late.encode()) != full
+        for handle in (job, before):
+            assert handle.get(late) == value
+            assert handle.get_many(filling[:5]) == {k: value for k in filling[:5]}
+        assert job.get(filling[-1]) == value
+        # Reports of a node already out of the newest map change nothing.
+        version = job.ticket.version
+        assert client.ticket(job.ticket, full=full).version == version
+        job.deregister()
+        client.close()
+
+
+def test_a_job_with_nowhere_else_to_go_still_gets_capacity_error() -> None:
+    with LocalCluster({"dram": 1}, node_capacity="16MiB", autoscale=False, max_nodes=1) as c:
+        client = c.client()
+        job = client.register_job("cramped", JobHints(capacity="16MiB"))
+        value = bytes(128 * 1024)
+        job.put_many({f"f{i}": value for i in range(128)})
+        version = job.ticket.version
+        with pytest.raises(pocketlib.CapacityError) as raised:
+            job.put("one-more", value)
+        assert raised.value.node == job.router.write_node(b"one-more")
+        assert job.ticket.version == version  # the map is as it was
+        assert job.get("f0") == value
+        job.deregister()
+        client.close()

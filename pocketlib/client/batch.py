@@ -16,7 +16,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..bodies import EntryWriter, encode_keys
-from ..errors import NotFoundError, PocketError, StaleTicketError, error_for_status
+from ..errors import (
+    CapacityError,
+    NotFoundError,
+    PocketError,
+    StaleTicketError,
+    error_for_status,
+)
 from ..protocol import Buffer, Flag, Op, checksum
 from . import stripes
 from .pipeline import Call, run
@@ -61,12 +67,15 @@ def put_many(
     calls = [Call(pools[node], Op.MULTI_PUT, job._job, job._tokens[node], _frames(entries),
                   ttl_ms=ttl_ms, map_version=job._version)
              for node, entries in per_node.items()]  # fmt: skip
-    for outcome in run(calls):  # a node that failed does not keep the others from their items
+    # A node that failed does not keep the others from their items.
+    for node, outcome in zip(per_node, run(calls), strict=True):
         first_error = first_error or outcome.error
         for result in outcome.entries:
             if result.status:
                 if first_error is None:
                     first_error = error_for_status(result.status, bytes(result.value).decode())
+                    if isinstance(first_error, CapacityError):
+                        first_error.node = node  # (the job's ticket may send writes elsewhere)
                 continue
             stored.append(result.key)
             if result.flags & Flag.STRIPED:  # it replaced a striped value: its chunks go

@@ -17,7 +17,7 @@ from .. import heap
 from ..bodies import decode_json
 from ..config import Address, Timeouts
 from ..connection import Connection, Deadline, NodePool
-from ..errors import PocketError, RequestError
+from ..errors import CapacityError, PocketError, RequestError
 from ..protocol import Buffer, Flag, Op, ResponseHeader, pack_request
 from ..ticket import Ticket
 from .arena import SharedArena, open_arena
@@ -125,7 +125,7 @@ class ClientCalls:
             parts = (head + body[0],) if len(body) == 1 else (head + b"".join(body),)
         else:
             parts = (head, *body)
-        return self.pools[node].exchange(parts, rid, read, retry=not flags & _DELETE_AFTER_READ)
+        return self.exchange(node, parts, rid, read, retry=not flags & _DELETE_AFTER_READ)
 
     def exchange(
         self,
@@ -137,8 +137,14 @@ class ClientCalls:
         retry: bool = True,
     ) -> tuple[ResponseHeader, T | bytes]:
         """Send one framed request (``parts``) to ``node`` and read its response (see
-        :meth:`NodePool.exchange`: a stale pooled connection is retried once if ``retry``)."""
-        return self.pools[node].exchange(parts, rid, read, retry=retry)
+        :meth:`NodePool.exchange`: a stale pooled connection is retried once if ``retry``).
+        A CapacityError names the node that raised it (the job's ticket may then be asked to
+        send writes elsewhere)."""
+        try:
+            return self.pools[node].exchange(parts, rid, read, retry=retry)
+        except CapacityError as exc:
+            exc.node = node
+            raise
 
     # -- with a controller --------------------------------------------------------------------
     def control(self, op: int, body: Mapping[str, Any], *, job: str = "", token: bytes = b""
@@ -157,10 +163,14 @@ class ClientCalls:
         ticket = job if isinstance(job, Ticket) else job.ticket
         return self.control(Op.JOB_DEREGISTER, {}, job=ticket.job, token=ticket.token)
 
-    def ticket(self, job: Ticket | _HasTicket) -> Ticket:
-        """The job's current ticket from the controller (new weight maps, lost nodes)."""
+    def ticket(self, job: Ticket | _HasTicket, *, full: str | None = None) -> Ticket:
+        """The job's current ticket from the controller (new weight maps, lost nodes).
+
+        ``full``: the address of a node of the job that refused a write for want of room,
+        which the controller then takes out of the job's newest weight map if it can."""
         old = job if isinstance(job, Ticket) else job.ticket
-        return Ticket.from_dict(self.control(Op.JOB_INFO, {}, job=old.job, token=old.token))
+        body = {"full": full} if full else {}
+        return Ticket.from_dict(self.control(Op.JOB_INFO, body, job=old.job, token=old.token))
 
     def status(self) -> dict[str, Any]:
         """The controller's view: nodes, jobs, autoscaling decisions, usage and cost."""

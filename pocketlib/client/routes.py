@@ -19,7 +19,14 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import NodeLostError, NotFoundError, PocketError, StaleTicketError, TransportError
+from ..errors import (
+    CapacityError,
+    NodeLostError,
+    NotFoundError,
+    PocketError,
+    StaleTicketError,
+    TransportError,
+)
 from ..protocol import MAX_MAP_VERSION, ResponseHeader, validate_key
 from ..routing.weightmap import VersionedRouter
 from ..ticket import Ticket
@@ -75,13 +82,15 @@ class RoutedJob:
         self.ticket = ticket
         self._changing += 1
 
-    def refresh(self) -> bool:
+    def refresh(self, *, full: str | None = None) -> bool:
         """Fetch the job's current ticket from the controller; whether it changed.
 
         A ticket older than the one in use (a slow answer overtaken by another thread's
-        refresh) is ignored: weight maps only ever gain versions.
+        refresh) is ignored: weight maps only ever gain versions. ``full`` names a node of
+        the job that refused a write for want of room: the controller moves the job's share
+        off it (a new weight map without it) when the job has somewhere else to go.
         """
-        ticket = self.client.ticket(self.ticket)
+        ticket = self.client.ticket(self.ticket, full=full)
         if ticket.version < self.ticket.version or ticket.as_dict() == self.ticket.as_dict():
             return False
         self._use(ticket)
@@ -125,17 +134,19 @@ class RoutedJob:
             node, op, self._job, self._tokens[node], key, map_version=self._version, **kw
         )
 
-    def _refreshed(self, before: Ticket) -> bool:
+    def _refreshed(self, before: Ticket, failed: PocketError | None = None) -> bool:
         """After a write refused by a draining or full node, or a node that is gone: whether
         the job now has a newer ticket than ``before``, the one the failed attempt used (then
         it is in use, and the attempt may be repeated: a newer weight map may send the key
-        elsewhere). Another thread may have fetched it meanwhile."""
+        elsewhere). Another thread may have fetched it meanwhile. A node that was full is
+        named to the controller, which may leave it out of the job's next weight map."""
         if self.ticket is not before:
             return True
         if self.ticket.controller is None:
             return False
+        full = failed.node if isinstance(failed, CapacityError) else None
         try:
-            return self.refresh()
+            return self.refresh(full=full)
         except PocketError:
             return False
 
@@ -158,8 +169,8 @@ class RoutedJob:
             before, changing = self.ticket, self._changing
             try:
                 result = fn()
-            except retry_on:
-                if not self._refreshed(before):
+            except retry_on as exc:
+                if not self._refreshed(before, exc):
                     raise
                 continue
             if not settle or (changing == self._changing and not changing & 1):

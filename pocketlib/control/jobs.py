@@ -170,12 +170,16 @@ class Jobs(Placing):
                 unreachable.append(address)
         return freed, unreachable
 
-    def ticket(self, job_id: str, token: bytes | None = None) -> Ticket:
+    def ticket(self, job_id: str, token: bytes | None = None, *, full: str | None = None) -> Ticket:
         """The job's current ticket (``token`` is checked when given).
 
-        A weight map no ticket carried yet is first made known to the job's nodes."""
+        ``full``: a node of the job that refused a write for want of room; the job's share
+        there moves to other nodes first, if it has anywhere to go (see ``_relieve``). A
+        weight map no ticket carried yet is first made known to the job's nodes."""
         with self.lock:
             job = self._job(job_id, token)  # (unknown job, wrong token: raised before any push)
+            if full is not None:
+                self._relieve(job, full)
             unpublished = bool(job.maps) and job.maps[-1].version > job.published
         if unpublished:
             self._publish(job_id)

@@ -188,15 +188,40 @@ class Placing:
             if part is not None:
                 self._move(job, part, node.tier, start=False)
 
-    def _move(self, job: JobRecord, part: tuple[int, int], tier: str, *, start: bool) -> None:
+    def _relieve(self, job: JobRecord, address: str) -> None:
+        """A write of ``job`` found the node at ``address`` full: the job's share there moves
+        to running nodes with room, else onto the job's other nodes (a new weight-map version
+        without it), as when a node is drained. No node is started for it: growing the fleet
+        stays the autoscaler's, inside its band. What the node holds stays readable through
+        the older maps, and the job's overwrites and deletes free it. Nothing changes if the
+        node is no longer in the job's newest map (another report came first: repeated
+        reports make one new version) or the job has nowhere else to go."""
+        node = next((n for n in self.nodes.values() if n.address == address), None)
+        if node is None or node.name not in job.alloc or not job.maps:
+            return
+        before, alloc = job.maps[-1], dict(job.alloc)
+        if address not in before.weights:
+            return
+        self._move(job, job.alloc.pop(node.name), node.tier, start=False, avoid=node.name)
+        if job.maps[-1] is before:  # nowhere else to go: as it was, and the write fails
+            job.alloc.clear()
+            job.alloc.update(alloc)
+            return
+        log.info("job %s: %s is full; its share moves to other nodes", job.id, node.name)
+
+    def _move(
+        self, job: JobRecord, part: tuple[int, int], tier: str, *, start: bool, avoid: str = ""
+    ) -> None:
         """Place ``part`` (throughput, capacity) of ``job`` elsewhere; a new map version.
 
-        Running nodes of the tier first (fullest first); the rest on new nodes if ``start``,
-        else on the job's other nodes, over their allocation (the tier was cold).
+        Running nodes of the tier first (fullest first, never ``avoid``); the rest on new
+        nodes if ``start``, else on the job's other nodes, over their allocation (the tier was
+        cold).
         """
         spec = self._spec(tier)
         demand = Demand(tier, max(part[0], 1), max(part[1], 1), job.demand.bound, 0)
-        placement = pack(demand, self._loads(demand.tier, "active"), spec)
+        loads = [ld for ld in self._loads(demand.tier, "active") if ld.name != avoid]
+        placement = pack(demand, loads, spec)
         for name, share in placement.shares.items():
             job.add_alloc(name, charge_share(demand, share))
         rest = sum(placement.new_nodes)
@@ -213,7 +238,7 @@ class Placing:
                 job.pending[handle] = fraction
             else:
                 targets = [n for n in job.alloc if self.nodes[n].state == "active"] or [
-                    ld.name for ld in self._loads(demand.tier, "active")
+                    ld.name for ld in loads
                 ]
                 for name in targets:  # (none only if the tier has no active node at all)
                     job.add_alloc(name, charge_share(demand, rest / len(targets)))

@@ -51,7 +51,7 @@ class ControlServer:
             Op.NODE_HEARTBEAT: lambda body, job, token: c.heartbeat(body, token),
             Op.JOB_REGISTER: self._register_job,
             Op.JOB_DEREGISTER: lambda body, job, token: c.deregister_job(job, token),
-            Op.JOB_INFO: lambda body, job, token: c.ticket(job, token).as_dict(),
+            Op.JOB_INFO: lambda body, job, token: c.ticket(job, token, full=_full(body)).as_dict(),
             Op.CLUSTER_STATUS: lambda body, job, token: c.status(),
         }
 
@@ -170,3 +170,11 @@ def _reply_error(conn: socket.socket, request_id: int, exc: BaseException) -> No
         conn.sendall(
             encode_response(request_id, status_for_error(exc), length=len(message)) + message
         )
+
+
+def _full(body: dict[str, Any]) -> str | None:
+    """JOB_INFO's optional ``full``: the address of a node that refused a write for room."""
+    full = body.get("full")
+    if full is not None and not isinstance(full, str):
+        raise RequestError("'full' must be a node address")
+    return full or None
