@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from .config import Address, Timeouts
 from .errors import (
+    CapacityError,
     ChecksumError,
     InvalidKeyError,
     PocketError,
@@ -135,7 +136,10 @@ class Connection:
             raise ProtocolError(f"response for request {h.request_id}, expected {request_id}")
         if h.status:
             message = self.read_body(h.length).decode("utf-8", "replace")
-            raise error_for_status(h.status, f"{message} (node {self.peer})")
+            error = error_for_status(h.status, f"{message} (node {self.peer})")
+            if isinstance(error, CapacityError):
+                error.node = self.peer  # (the job's ticket may then send writes elsewhere)
+            raise error
         return h
 
     def read_body(self, n: int) -> bytes:

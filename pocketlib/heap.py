@@ -20,9 +20,9 @@ settings to be left alone.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-import threading
 
 __all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "tune"]
 
@@ -36,25 +36,13 @@ _M_MMAP_THRESHOLD = -3
 _GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 _GLIBC_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
 
-_lock = threading.Lock()
-_tuned: bool | None = None  # None until the first call decides
 
-
+@functools.cache  # (two threads racing to the first call both set the same values)
 def tune() -> bool:
     """Raise glibc's mmap and trim thresholds for this process, once; whether they are set.
 
-    Idempotent and thread-safe; a no-op (False) off glibc, when the process set its own malloc
-    thresholds, or with ``POCKET_TUNE_MALLOC=0``."""
-    global _tuned
-    if _tuned is not None:
-        return _tuned
-    with _lock:
-        if _tuned is None:
-            _tuned = _apply()
-        return _tuned
-
-
-def _apply() -> bool:
+    A no-op (False) off glibc, when the process set its own malloc thresholds, or with
+    ``POCKET_TUNE_MALLOC=0``."""
     if os.environ.get("POCKET_TUNE_MALLOC", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     tunables = os.environ.get("GLIBC_TUNABLES", "")

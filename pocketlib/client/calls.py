@@ -17,7 +17,7 @@ from .. import heap
 from ..bodies import decode_json
 from ..config import Address, Timeouts
 from ..connection import Connection, Deadline, NodePool
-from ..errors import CapacityError, PocketError, RequestError
+from ..errors import PocketError, RequestError
 from ..protocol import Buffer, Flag, Op, ResponseHeader, pack_request
 from ..ticket import Ticket
 from .arena import SharedArena, open_arena
@@ -125,7 +125,7 @@ class ClientCalls:
             parts = (head + body[0],) if len(body) == 1 else (head + b"".join(body),)
         else:
             parts = (head, *body)
-        return self.exchange(node, parts, rid, read, retry=not flags & _DELETE_AFTER_READ)
+        return self.pools[node].exchange(parts, rid, read, retry=not flags & _DELETE_AFTER_READ)
 
     def exchange(
         self,
@@ -137,14 +137,8 @@ class ClientCalls:
         retry: bool = True,
     ) -> tuple[ResponseHeader, T | bytes]:
         """Send one framed request (``parts``) to ``node`` and read its response (see
-        :meth:`NodePool.exchange`: a stale pooled connection is retried once if ``retry``).
-        A CapacityError names the node that raised it (the job's ticket may then be asked to
-        send writes elsewhere)."""
-        try:
-            return self.pools[node].exchange(parts, rid, read, retry=retry)
-        except CapacityError as exc:
-            exc.node = node
-            raise
+        :meth:`NodePool.exchange`: a stale pooled connection is retried once if ``retry``)."""
+        return self.pools[node].exchange(parts, rid, read, retry=retry)
 
     # -- with a controller --------------------------------------------------------------------
     def control(self, op: int, body: Mapping[str, Any], *, job: str = "", token: bytes = b""

@@ -69,7 +69,7 @@ def run(calls: Sequence[Call]) -> list[Outcome]:
     final, so its connection goes back to the pool in step."""
     streams = [_Stream(call) for call in calls]
     try:
-        active = [s for s in streams if s.start()]
+        active = streams
         while active:
             active = [s for s in active if s.step()]
     except BaseException as exc:  # not a node's failure (those end their stream): drop all
@@ -114,20 +114,14 @@ class _Stream:
         self.sending = True
         self.outcome = Outcome([])
 
-    def start(self) -> bool:
-        """Take a connection and send the first window; whether there is more to do."""
-        try:
-            self.conn = self.call.pool.acquire()
-            self._fill()
-        except PocketError as exc:
-            self._fail(exc)
-            return False
-        return self._more()
-
     def step(self) -> bool:
-        """Read one answer and send the next frame; whether there is more to do."""
+        """Take a connection (the first step) or read one answer, then send what the window
+        allows; whether there is more to do."""
         try:
-            self._read(self.pending.popleft())
+            if self.conn is None:
+                self.conn = self.call.pool.acquire()
+            else:
+                self._read(self.pending.popleft())
             self._fill()
         except PocketError as exc:
             self._fail(exc)
