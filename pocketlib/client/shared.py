@@ -61,7 +61,7 @@ def get(
             dest = target[: h.size]
             arena.copy_verified(extents, lambda: arena.read_into(extents, dest), h.checksum)
         finally:
-            conn.send((_release_frame(client, job, token, h.request_id),))
+            conn.send((_release_frame(conn, job, token, h.request_id),))
         return h.size
 
     rid = next(client._ids) & 0xFFFFFFFF
@@ -86,7 +86,7 @@ class BytesReader:
         try:
             return arena.copy_verified(extents, lambda: arena.read(extents), h.checksum)
         finally:
-            conn.send((_release_frame(self.client, self.job, self.token, h.request_id),))
+            conn.send((_release_frame(conn, self.job, self.token, h.request_id),))
 
 
 def take_entries(
@@ -112,9 +112,7 @@ def take_entries(
                                         e.checksum)  # fmt: skip
             entries[i] = e._replace(value=value, flags=e.flags & ~Flag.SHARED)
     finally:
-        release = pack_request(Op.SHM_RELEASE, conn.next_id(), 0, job, token, b"", 0, 0, 0,
-                               request_id, 0, 0)  # fmt: skip
-        conn.send((release,))
+        conn.send((_release_frame(conn, job, token, request_id),))
 
 
 def _inline(
@@ -273,7 +271,7 @@ def buffer(
 
     def release() -> None:
         try:
-            conn.send((_release_frame(client, job, token, rid),))
+            conn.send((_release_frame(conn, job, token, rid),))
         except PocketError:
             conn.close()  # the node frees the lease when the connection closes
             return
@@ -293,6 +291,6 @@ def buffer(
     return SharedBuffer(view, release), h.flags
 
 
-def _release_frame(client: ClientCalls, job: bytes, token: bytes, held: int) -> bytes:
-    rid = next(client._ids) & 0xFFFFFFFF
-    return pack_request(Op.SHM_RELEASE, rid, 0, job, token, b"", 0, 0, 0, held, 0, 0)
+def _release_frame(conn: Connection, job: bytes, token: bytes, held: int) -> bytes:
+    """SHM_RELEASE of what request ``held`` holds (one-way: its own id is never answered)."""
+    return pack_request(Op.SHM_RELEASE, conn.next_id(), 0, job, token, b"", 0, 0, 0, held, 0, 0)
